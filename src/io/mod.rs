@@ -1,0 +1,334 @@
+//! One I/O trait, three engines.
+//!
+//! - [`uring`]: io_uring through the `io-uring` crate: O_DIRECT, registered
+//!   buffers and files, batched submission, a ring thread that sleeps in the
+//!   kernel when idle.
+//! - [`psync`]: pread/pwrite, the fallback where io_uring is refused.
+//! - [`sim`]: an in-memory device for tests that injects errors, torn
+//!   writes and crashes, deterministically from a seed.
+//!
+//! Requests are submitted in batches with [`IoEngine::submit`]; each
+//! completion goes to the [`CompletionQueue`] of the requester, carrying the
+//! request's buffer back. Flush means: every write that completed before the
+//! flush was submitted is durable once the flush completes.
+
+pub mod buf;
+pub mod psync;
+pub mod sim;
+pub mod uring;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+pub use buf::{BufPool, IoBuf, PoolConfig};
+
+/// What went wrong with one I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// The operating system refused or failed the I/O.
+    #[error("I/O error at offset {offset}: {source}")]
+    Os {
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The device returned fewer bytes than asked (past its end).
+    #[error("short {what} at offset {offset}: {done} of {wanted} bytes")]
+    Short {
+        what: &'static str,
+        offset: u64,
+        done: usize,
+        wanted: usize,
+    },
+    /// The request does not fit the device or is not 4 KiB-aligned.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The simulated device injected this fault.
+    #[error("injected {0} fault")]
+    Injected(&'static str),
+    /// The simulated machine crashed: nothing more reaches the device.
+    #[error("device crashed (simulated)")]
+    Crashed,
+    /// The engine has shut down.
+    #[error("I/O engine stopped")]
+    Stopped,
+}
+
+/// The kind of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Read,
+    Write,
+    Flush,
+}
+
+/// What a request is for; engines do not care, but the sim engine reports
+/// which kind of write a crash or fault hit, and stats count by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoHint {
+    Data,
+    Log,
+    Checkpoint,
+    Superblock,
+    RegionHeader,
+    Other,
+}
+
+/// One request. `buf.len()` bytes are read or written at `offset`; both must
+/// be multiples of 4096.
+#[derive(Debug)]
+pub struct Op {
+    pub kind: OpKind,
+    pub offset: u64,
+    pub buf: IoBuf,
+    pub tag: u64,
+    pub hint: IoHint,
+}
+
+impl Op {
+    /// Read `buf.len()` bytes at `offset`.
+    pub fn read(offset: u64, buf: IoBuf, tag: u64, hint: IoHint) -> Op {
+        Op {
+            kind: OpKind::Read,
+            offset,
+            buf,
+            tag,
+            hint,
+        }
+    }
+    /// Write `buf` at `offset`.
+    pub fn write(offset: u64, buf: IoBuf, tag: u64, hint: IoHint) -> Op {
+        Op {
+            kind: OpKind::Write,
+            offset,
+            buf,
+            tag,
+            hint,
+        }
+    }
+    /// Make completed writes durable.
+    pub fn flush(tag: u64) -> Op {
+        Op {
+            kind: OpKind::Flush,
+            offset: 0,
+            buf: IoBuf::empty(),
+            tag,
+            hint: IoHint::Other,
+        }
+    }
+}
+
+/// The outcome of one request, with its buffer handed back.
+#[derive(Debug)]
+pub struct Completion {
+    pub tag: u64,
+    pub result: Result<usize, IoError>,
+    pub buf: IoBuf,
+}
+
+#[derive(Default)]
+struct CqInner {
+    done: Mutex<VecDeque<Completion>>,
+    ready: Condvar,
+}
+
+/// Where the completions of one requester arrive. Cheap to clone; the
+/// engine holds a clone per request in flight, so a requester that goes
+/// away leaves its buffers with the engine until the kernel is done.
+#[derive(Clone, Default)]
+pub struct CompletionQueue(Arc<CqInner>);
+
+impl CompletionQueue {
+    /// A new, empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Deliver one completion (engines call this).
+    pub fn push(&self, c: Completion) {
+        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(c);
+        drop(q);
+        self.0.ready.notify_one();
+    }
+
+    /// Block until at least one completion is there, then take all of them
+    /// into `out`.
+    pub fn wait_into(&self, out: &mut Vec<Completion>) {
+        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
+        while q.is_empty() {
+            q = self.0.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        out.extend(q.drain(..));
+    }
+
+    /// Take whatever completions are there without blocking.
+    pub fn poll_into(&self, out: &mut Vec<Completion>) {
+        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(q.drain(..));
+    }
+}
+
+/// An I/O engine over one device (a file or a block device).
+pub trait IoEngine: Send + Sync {
+    /// "uring", "psync" or "sim".
+    fn name(&self) -> &'static str;
+
+    /// Size of the device in bytes.
+    fn device_bytes(&self) -> u64;
+
+    /// Submit every op in `ops` (draining it). Completions arrive on `cq`,
+    /// in any order. Blocks only for back-pressure when the engine's queue
+    /// is full; never drops a request.
+    fn submit(&self, ops: &mut Vec<Op>, cq: &CompletionQueue);
+
+    /// A buffer of `len` bytes, from the engine's (registered) pool when one
+    /// is free.
+    fn alloc(&self, len: usize) -> IoBuf {
+        IoBuf::new(len)
+    }
+}
+
+/// Which engine to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// io_uring, falling back to psync (with a logged reason) when refused.
+    #[default]
+    Auto,
+    Uring,
+    Psync,
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(EngineKind::Auto),
+            "uring" | "io_uring" => Ok(EngineKind::Uring),
+            "psync" => Ok(EngineKind::Psync),
+            other => Err(format!("unknown I/O engine {other:?} (auto, uring, psync)")),
+        }
+    }
+}
+
+/// Options for opening a device.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub engine: EngineKind,
+    /// Open read-only (tools); writes then fail.
+    pub read_only: bool,
+    /// io_uring submission queue depth.
+    pub queue_depth: u32,
+    /// Buffers to register.
+    pub pool: PoolConfig,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            engine: EngineKind::Auto,
+            read_only: false,
+            queue_depth: 128,
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+/// Open `path` with O_DIRECT (falling back to buffered I/O, with a warning,
+/// on filesystems that refuse O_DIRECT). Returns the file, its size, and
+/// whether O_DIRECT is on.
+pub fn open_device(path: &Path, read_only: bool) -> std::io::Result<(std::fs::File, u64, bool)> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(!read_only);
+    let (mut file, direct) = match o.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(f) => (f, true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::warn!(path = %path.display(), "O_DIRECT refused by the filesystem; using buffered I/O");
+            (o.open(path)?, false)
+        }
+        Err(e) => return Err(e),
+    };
+    // SEEK_END gives the size of regular files and block devices alike.
+    let bytes = file.seek(SeekFrom::End(0))?;
+    Ok((file, bytes, direct))
+}
+
+/// Open the device at `path` with the engine `opts` asks for.
+pub fn open(path: &Path, opts: &OpenOptions) -> std::io::Result<Arc<dyn IoEngine>> {
+    let (file, bytes, _direct) = open_device(path, opts.read_only)?;
+    match opts.engine {
+        EngineKind::Psync => Ok(Arc::new(psync::PsyncEngine::new(file, bytes, &opts.pool))),
+        EngineKind::Uring => Ok(Arc::new(uring::UringEngine::new(file, bytes, opts)?)),
+        EngineKind::Auto => match uring::UringEngine::new(file.try_clone()?, bytes, opts) {
+            Ok(e) => Ok(Arc::new(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring refused; falling back to the psync engine");
+                Ok(Arc::new(psync::PsyncEngine::new(file, bytes, &opts.pool)))
+            }
+        },
+    }
+}
+
+/// Submit `op` and wait for its completion on a private queue. For cold
+/// paths (recovery, format, tools); the hot path batches.
+pub fn run_one(engine: &dyn IoEngine, op: Op) -> Result<IoBuf, IoError> {
+    let cq = CompletionQueue::new();
+    let mut ops = vec![op];
+    engine.submit(&mut ops, &cq);
+    let mut out = Vec::with_capacity(1);
+    cq.wait_into(&mut out);
+    match out.pop() {
+        Some(c) => c.result.map(|_| c.buf),
+        None => Err(IoError::Stopped),
+    }
+}
+
+/// Read `len` bytes (a multiple of 4096) at `offset`.
+pub fn read_at(
+    engine: &dyn IoEngine,
+    offset: u64,
+    len: usize,
+    hint: IoHint,
+) -> Result<IoBuf, IoError> {
+    let buf = engine.alloc(len);
+    run_one(engine, Op::read(offset, buf, 0, hint))
+}
+
+/// Write `buf` at `offset`.
+pub fn write_at(
+    engine: &dyn IoEngine,
+    offset: u64,
+    buf: IoBuf,
+    hint: IoHint,
+) -> Result<(), IoError> {
+    run_one(engine, Op::write(offset, buf, 0, hint)).map(|_| ())
+}
+
+/// Make every completed write durable.
+pub fn flush(engine: &dyn IoEngine) -> Result<(), IoError> {
+    run_one(engine, Op::flush(0)).map(|_| ())
+}
+
+/// Check that a request is aligned and inside a device of `device_bytes`.
+pub(crate) fn check_request(op: &Op, device_bytes: u64) -> Result<(), IoError> {
+    if op.kind == OpKind::Flush {
+        return Ok(());
+    }
+    let len = op.buf.len() as u64;
+    if op.offset % 4096 != 0 || len % 4096 != 0 || len == 0 {
+        return Err(IoError::BadRequest(format!(
+            "offset {} length {} not 4096-aligned",
+            op.offset, len
+        )));
+    }
+    match op.offset.checked_add(len) {
+        Some(end) if end <= device_bytes => Ok(()),
+        _ => Err(IoError::BadRequest(format!(
+            "offset {} length {} past the device end {}",
+            op.offset, len, device_bytes
+        ))),
+    }
+}

@@ -1,0 +1,7 @@
+//! ringcache: a userspace cache backend for network filesystems.
+//!
+//! - [`io`]: one I/O trait and its engines (io_uring, psync, sim).
+//! - [`store`]: the crash-safe, checksummed, log-structured object store.
+#![deny(clippy::unwrap_used)]
+
+pub mod io;
