@@ -5,3 +5,4 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod io;
+pub mod store;
