@@ -262,6 +262,9 @@ struct Inner {
     active: Option<Active>,
     /// Data writes in flight per region: such a region is not evicted.
     inflight: Vec<u32>,
+    /// Region header writes in flight: a flush waits for them, since data
+    /// of other writers in those regions counts on them being durable.
+    headers_inflight: u32,
     free: VecDeque<u32>,
     /// Sealed regions by region_seq: the eviction order.
     fifo: BTreeMap<u64, u32>,
@@ -862,27 +865,39 @@ impl Store {
         // the active region.
         let mut pieces: Vec<WritePiece> = Vec::new();
         let mut headers: Vec<(u32, u64)> = Vec::new();
+        let mut plan_err = None;
         {
             let mut inner = self.lock();
             Self::check_failed(&inner)?;
             let o = inner.ix.objects.get(&id).ok_or(StoreError::NoSuchObject)?;
             if end > o.size {
                 return Err(invalid(format!(
-                    "write of {}..{end} past the object size {}",
-                    offset, o.size
+                    "write of {offset}..{end} past the object size {}",
+                    o.size
                 )));
             }
             let data_gen = o.data_gen;
             let mut pos = 0usize;
             while pos < data.len() {
-                let (g, header) = self.active_region(inner)?;
-                inner = g;
-                if let Some(h) = header {
-                    headers.push(h);
+                match self.active_region(inner) {
+                    Ok((g, header)) => {
+                        inner = g;
+                        if let Some(h) = header {
+                            inner.headers_inflight += 1;
+                            headers.push(h);
+                        }
+                    }
+                    Err(e) => {
+                        // Regions opened so far still get their header
+                        // written below: other writers may be using them.
+                        plan_err = Some(e);
+                        break;
+                    }
                 }
                 let region_blocks = inner.ix.geometry.region_blocks();
                 let Some(a) = inner.active.as_mut() else {
-                    return Err(StoreError::NoSpace);
+                    plan_err = Some(StoreError::NoSpace);
+                    break;
                 };
                 let room = (region_blocks - a.next_block) as usize;
                 let want = (data.len() - pos).div_ceil(BLOCK_BYTES);
@@ -913,6 +928,16 @@ impl Store {
                     crcs: Vec::with_capacity(blocks),
                 });
                 pos += len;
+            }
+        }
+        if plan_err.is_some() {
+            // Give back the space reserved so far: nothing of this write is
+            // written.
+            let mut inner = self.lock();
+            for p in pieces.drain(..) {
+                if let Some(n) = inner.inflight.get_mut(p.entry.region_index as usize) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
         // Fill buffers and crcs outside the lock; submit everything at once.
@@ -956,6 +981,7 @@ impl Store {
             cq.wait_into(&mut done);
         }
         let mut inner = self.lock();
+        inner.headers_inflight -= headers.len() as u32;
         for p in &pieces {
             if let Some(n) = inner.inflight.get_mut(p.entry.region_index as usize) {
                 *n = n.saturating_sub(1);
@@ -996,6 +1022,9 @@ impl Store {
         }
         drop(inner);
         self.space.notify_all();
+        if let Some(e) = plan_err {
+            return Err(e);
+        }
         self.after_op()?;
         match current_gen {
             None => Err(StoreError::NoSuchObject),
@@ -1215,6 +1244,11 @@ impl Store {
             return Ok(true);
         }
         let _ = ckpt_log_seq;
+        // Barrier: the data (and region headers) these records describe must
+        // be durable before the records can be, or a crash could keep a
+        // record whose data never arrived, hiding the durable data it
+        // overwrote.
+        self.barrier()?;
         let mut ops = Vec::with_capacity(blocks.len());
         for (seq, payload, records) in &blocks {
             let mut buf = self.engine.alloc(BLOCK_BYTES);
@@ -1263,6 +1297,27 @@ impl Store {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Make every completed data and region-header write durable before
+    /// metadata that refers to it is written.
+    fn barrier(&self) -> Result<()> {
+        self.wait_for_region_headers();
+        let r = crate::io::flush(self.engine.as_ref());
+        if let Err(e) = r {
+            let mut inner = self.lock();
+            Self::note_io_error(&mut inner, &e, true);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Wait until no region header write is in flight.
+    fn wait_for_region_headers(&self) {
+        let mut inner = self.lock();
+        while inner.headers_inflight > 0 {
+            inner = self.space.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Write a checkpoint of the whole index (durable on return) and free
@@ -1314,6 +1369,7 @@ impl Store {
             inner.failed.get_or_insert(why.clone());
             return Err(StoreError::Failed(why));
         }
+        self.barrier()?;
         let r = recovery::write_checkpoint(
             self.engine.as_ref(),
             &geometry,

@@ -438,6 +438,7 @@ pub(super) fn open(engine: Arc<dyn IoEngine>, cfg: StoreConfig) -> Result<Store>
         cfg,
         inner: Mutex::new(Inner {
             inflight: vec![0; g.region_count as usize],
+            headers_inflight: 0,
             ix,
             log: LogState {
                 payload: Vec::new(),
