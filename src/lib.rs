@@ -6,3 +6,4 @@
 
 pub mod io;
 pub mod store;
+pub mod util;

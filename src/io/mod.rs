@@ -251,6 +251,25 @@ pub fn open_device(path: &Path, read_only: bool) -> std::io::Result<(std::fs::Fi
         }
         Err(e) => return Err(e),
     };
+    // One writer at a time; readers (the offline tools) only when no writer
+    // holds it. The lock lives as long as the engine holds the file.
+    let locked = if read_only {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    if let Err(e) = locked {
+        return Err(match e {
+            std::fs::TryLockError::WouldBlock => std::io::Error::new(
+                std::io::ErrorKind::ResourceBusy,
+                format!(
+                    "{} is in use by another process (is a ringcached running on it?)",
+                    path.display()
+                ),
+            ),
+            std::fs::TryLockError::Error(e) => e,
+        });
+    }
     // SEEK_END gives the size of regular files and block devices alike.
     let bytes = file.seek(SeekFrom::End(0))?;
     Ok((file, bytes, direct))

@@ -280,6 +280,10 @@ pub(crate) fn load(engine: &dyn IoEngine) -> Result<Loaded> {
         match load_checkpoint(engine, &sb, slot) {
             Ok((info, ix)) => candidates.push((info, ix, slot)),
             Err(StoreError::Io(e)) => return Err(StoreError::Io(e)),
+            // A slot never written since format holds zeros: not damage.
+            Err(StoreError::Corrupt(ringcache_ondisk::FormatError::BadMagic {
+                found: 0, ..
+            })) => {}
             Err(e) => report.checkpoint_errors.push(format!("slot {slot}: {e}")),
         }
     }
