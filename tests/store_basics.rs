@@ -23,8 +23,16 @@ fn write_read_holes_and_overwrite() {
     let sim = formatted_sim(SMALL_DEVICE, small_geometry(), SimFaults::default());
     let store = open(sim.clone());
     let vol = store.volume(b"vol", true).unwrap();
-    let id = store.create(vol, b"obj", b"v1", 1 << 20).unwrap();
+    // The object ends mid-block: the last write may end there.
+    let id = store.create(vol, b"obj", b"v1", 8192 + 10_000).unwrap();
     let a = pattern(1, 10_000);
+    assert!(
+        matches!(
+            store.write(id, 8192, &a[..5000]),
+            Err(StoreError::Invalid(_))
+        ),
+        "unaligned end before the size"
+    );
     store.write(id, 8192, &a).unwrap();
     let got = read_all(&store, id, 0, 32768);
     assert!(got[..8192].iter().all(|b| b.is_none()), "hole before");
@@ -143,7 +151,7 @@ fn clean_close_and_reopen_keeps_everything() {
     {
         let store = open(sim.clone());
         let vol = store.volume(b"vol", true).unwrap();
-        let id = store.create(vol, b"obj", b"aux", 1 << 20).unwrap();
+        let id = store.create(vol, b"obj", b"aux", 200_000).unwrap();
         store.write(id, 0, &data).unwrap();
         store.set_dirty(id, true).unwrap();
         store.close().unwrap();

@@ -5,7 +5,9 @@
 //! metadata log; recovery applies the same records from the checkpoint and
 //! the log. One code path, so replay cannot drift from what was done live.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use super::extent_map::{Extent, ExtentMap};
 
 use ringcache_ondisk::record::{Crcs, ExtentEntry};
 use ringcache_ondisk::{BLOCK_BYTES, BLOCK_BYTES_U64, Geometry, Record};
@@ -14,23 +16,6 @@ use ringcache_ondisk::{BLOCK_BYTES, BLOCK_BYTES_U64, Geometry, Record};
 pub type ObjectId = u64;
 /// Handle of a volume in the store.
 pub type VolumeId = u32;
-
-/// One contiguous piece of an object's data on the device. The logical
-/// start is the key of the map that holds it.
-///
-/// 12 bytes; with its 8-byte key and the map's overhead the index costs
-/// about 30 bytes per extent (measured by `benches/vs-fio`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    /// Bytes of data.
-    pub len: u32,
-    /// Region holding the data.
-    pub region: u32,
-    /// Byte offset of the first data byte within the region. Congruent to
-    /// the logical start modulo 4096 (extents are written block-aligned and
-    /// trimmed only at byte boundaries that keep that).
-    pub region_off: u32,
-}
 
 /// An object: an entry of the cache with sparse content.
 #[derive(Debug, Clone)]
@@ -43,7 +28,7 @@ pub struct Object {
     /// with it, so data of an older generation never verifies.
     pub data_gen: u64,
     pub flags: u32,
-    pub extents: BTreeMap<u64, Extent>,
+    pub extents: ExtentMap,
     /// Accesses in flight: a pinned object is never culled.
     pub pins: u32,
     /// Logical clock of the last use, for LRU culling.
@@ -70,7 +55,7 @@ pub struct Region {
     /// crc32c of each block (index 0 is the header block, unused).
     pub crcs: Vec<u32>,
     /// Objects that may have extents here (may hold stale ids).
-    pub objects: Vec<ObjectId>,
+    pub objects: BTreeSet<ObjectId>,
     /// Bytes of live extents.
     pub live_bytes: u64,
 }
@@ -111,7 +96,7 @@ impl Index {
                     seq: 0,
                     state: RegionState::Free,
                     crcs: vec![0; blocks],
-                    objects: Vec::new(),
+                    objects: BTreeSet::new(),
                     live_bytes: 0,
                 })
                 .collect(),
@@ -190,7 +175,7 @@ impl Index {
                         size,
                         data_gen,
                         flags,
-                        extents: BTreeMap::new(),
+                        extents: ExtentMap::new(),
                         pins: 0,
                         last_use: self.clock,
                     },
@@ -316,9 +301,7 @@ impl Index {
         self.extent_count += 1;
         if let Some(r) = self.regions.get_mut(ext.region as usize) {
             r.live_bytes += u64::from(ext.len);
-            if r.objects.last() != Some(&id) {
-                r.objects.push(id);
-            }
+            r.objects.insert(id);
         }
     }
 
@@ -332,15 +315,15 @@ impl Index {
         extent_count: &mut u64,
     ) -> u64 {
         let mut hits: Vec<(u64, Extent)> = Vec::new();
-        if let Some((&s, &e)) = o.extents.range(..start).next_back() {
+        if let Some((s, e)) = o.extents.last_before(start) {
             if s + u64::from(e.len) > start {
                 hits.push((s, e));
             }
         }
-        hits.extend(o.extents.range(start..end).map(|(&s, &e)| (s, e)));
+        hits.extend(o.extents.range(start, end));
         let mut removed = 0u64;
         for (s, e) in hits {
-            o.extents.remove(&s);
+            o.extents.remove(s);
             *extent_count -= 1;
             let e_end = s + u64::from(e.len);
             let mut kept = 0u64;
@@ -391,7 +374,7 @@ impl Index {
         let Some(o) = self.objects.remove(&id) else {
             return;
         };
-        for e in o.extents.values() {
+        for (_, e) in o.extents.iter() {
             if let Some(r) = self.regions.get_mut(e.region as usize) {
                 r.live_bytes = r.live_bytes.saturating_sub(u64::from(e.len));
             }
@@ -459,7 +442,7 @@ impl Index {
                 aux: &o.aux,
             }
             .encode(out);
-            for (&logical_offset, e) in &o.extents {
+            for (logical_offset, e) in o.extents.iter() {
                 Record::CkptExtent {
                     object_id,
                     logical_offset,
@@ -487,7 +470,7 @@ impl Index {
     pub fn occupancy(&self, id: ObjectId) -> Option<Vec<(u64, u64)>> {
         let o = self.objects.get(&id)?;
         let mut out: Vec<(u64, u64)> = Vec::new();
-        for (&s, e) in &o.extents {
+        for (s, e) in o.extents.iter() {
             let len = u64::from(e.len);
             match out.last_mut() {
                 Some((ls, ll)) if *ls + *ll == s => *ll += len,
@@ -548,7 +531,7 @@ mod tests {
         ix.insert_extent(1, 0, ext(16384, 4096));
         ix.insert_extent(1, 4096, ext(4096, 65536));
         let o = &ix.objects[&1];
-        let v: Vec<_> = o.extents.iter().map(|(&s, &e)| (s, e)).collect();
+        let v: Vec<_> = o.extents.iter().collect();
         assert_eq!(
             v,
             vec![

@@ -20,6 +20,7 @@
 //! invalidated object never reappears after a crash and a dirty mark is on
 //! the media before the first local modification.
 
+mod extent_map;
 pub mod index;
 mod recovery;
 
@@ -700,7 +701,7 @@ impl Store {
                     .ix
                     .objects
                     .get(id)
-                    .is_some_and(|o| o.pins > 0 && o.extents.values().any(|e| e.region == r))
+                    .is_some_and(|o| o.pins > 0 && o.extents.iter().any(|(_, e)| e.region == r))
             })
         });
         let Some((seq, r)) = victim else {
@@ -848,7 +849,9 @@ impl Store {
     // ---------------------------------------------------------------- write
 
     /// Write `data` at `offset` (a multiple of 4096) of object `id`. The
-    /// data is cached when this returns; it is durable after [`Store::flush`].
+    /// write must end on a 4096-byte boundary or exactly at the object's
+    /// size (the tail of a file). The data is cached when this returns; it
+    /// is durable after [`Store::flush`].
     pub fn write(&self, id: ObjectId, offset: u64, data: &[u8]) -> Result<()> {
         if offset % BLOCK_BYTES_U64 != 0 {
             return Err(invalid(format!(
@@ -873,6 +876,12 @@ impl Store {
             if end > o.size {
                 return Err(invalid(format!(
                     "write of {offset}..{end} past the object size {}",
+                    o.size
+                )));
+            }
+            if end % BLOCK_BYTES_U64 != 0 && end != o.size {
+                return Err(invalid(format!(
+                    "a write must end on a 4096-byte boundary or at the object size ({}); this one ends at {end}",
                     o.size
                 )));
             }
@@ -1112,11 +1121,11 @@ impl Store {
             }));
             *at = b;
         };
-        if let Some((&s, e)) = o.extents.range(..offset).next_back() {
-            add(&mut at, s, e);
+        if let Some((s, e)) = o.extents.last_before(offset) {
+            add(&mut at, s, &e);
         }
-        for (&s, e) in o.extents.range(offset..end) {
-            add(&mut at, s, e);
+        for (s, e) in o.extents.range(offset, end) {
+            add(&mut at, s, &e);
         }
         if at < end {
             items.push(PlanItem::Hole {
@@ -1214,7 +1223,10 @@ impl Store {
                 len,
                 "checksum mismatch: dropping cached data"
             );
-            inner.ix.remove_range(plan.object, off, off + len);
+            // The crc covers whole blocks: drop every block the damage touched.
+            let start = off & !(BLOCK_BYTES_U64 - 1);
+            let end = (off + len).div_ceil(BLOCK_BYTES_U64) * BLOCK_BYTES_U64;
+            inner.ix.remove_range(plan.object, start, end);
         }
         Ok(out)
     }

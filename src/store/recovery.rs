@@ -273,6 +273,13 @@ pub(crate) fn load(engine: &dyn IoEngine) -> Result<Loaded> {
     }
     let g = sb.geometry;
     let n = g.metalog_blocks();
+    if g.region_count > super::extent_map::MAX_REGIONS {
+        return Err(StoreError::NotACache(format!(
+            "{} regions is more than this build addresses ({}); format with larger regions",
+            g.region_count,
+            super::extent_map::MAX_REGIONS
+        )));
+    }
 
     // The newest checkpoint that verifies.
     let mut candidates = Vec::new();

@@ -1,0 +1,307 @@
+//! `vs-fio`: ringcache's embedded store beside fio, on the same file, in
+//! the same run.
+//!
+//! Workloads: a sequential fill with 1 MiB writes (4 MiB in flight), and
+//! 4 KiB random reads of cached data at queue depth 1 and 32. fio runs with
+//! the io_uring engine and O_DIRECT on the raw file; ringcache formats the
+//! same file as a cache, fills one object and reads it back through the
+//! store (index lookup, crc32c check of every block). The machine is noisy,
+//! so fio and ringcache run in alternation, `--reps` times each, and the
+//! medians are compared. The last line is `ratio <min over workloads>`.
+//!
+//! It also reports the index's memory per cached extent (1M extents built
+//! in an index, counted by a tracking allocator).
+//!
+//! Run: `cargo bench --bench vs-fio -- [--dir DIR] [--reps N] [--seconds S]`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ringcache::io::{self, EngineKind, IoEngine, OpenOptions};
+use ringcache::store::index::{Extent, Index};
+use ringcache::store::{FormatOptions, ReadQueue, Store, StoreConfig, format};
+use ringcache_ondisk::Record;
+use ringcache_ondisk::superblock::{Geometry, GeometryParams};
+
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+const FILE_BYTES: u64 = 2 << 30;
+const FILL_BYTES: u64 = 1 << 30;
+const FILL_BS: usize = 1 << 20;
+
+struct Opts {
+    dir: PathBuf,
+    reps: usize,
+    seconds: u64,
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut o = Opts {
+        dir: std::env::temp_dir(),
+        reps: 3,
+        seconds: 5,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => o.dir = PathBuf::from(args.next().context("--dir needs a path")?),
+            "--reps" => o.reps = args.next().context("--reps needs N")?.parse()?,
+            "--seconds" => o.seconds = args.next().context("--seconds needs S")?.parse()?,
+            "--bench" => {} // passed by cargo bench
+            other => bail!("unknown argument {other:?} (--dir DIR, --reps N, --seconds S)"),
+        }
+    }
+    Ok(o)
+}
+
+fn fio(file: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new("fio")
+        .arg("--name=vsfio")
+        .arg(format!("--filename={}", file.display()))
+        .args(["--ioengine=io_uring", "--direct=1", "--output-format=json"])
+        .args(args)
+        .output()
+        .context("running fio (is it installed?)")?;
+    if !out.status.success() {
+        bail!("fio failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // fio may print notes before the JSON.
+    let start = text.find('{').context("no JSON from fio")?;
+    Ok(serde_json::from_str(&text[start..])?)
+}
+
+fn fio_read_iops(file: &Path, qd: u32, seconds: u64) -> Result<f64> {
+    let v = fio(
+        file,
+        &[
+            "--rw=randread",
+            "--bs=4k",
+            &format!("--iodepth={qd}"),
+            &format!("--size={FILL_BYTES}"),
+            &format!("--runtime={seconds}"),
+            "--time_based",
+        ],
+    )?;
+    v["jobs"][0]["read"]["iops"]
+        .as_f64()
+        .context("fio read iops")
+}
+
+fn fio_fill_mibps(file: &Path) -> Result<f64> {
+    let v = fio(
+        file,
+        &[
+            "--rw=write",
+            "--bs=1M",
+            "--iodepth=4",
+            &format!("--size={FILL_BYTES}"),
+            "--end_fsync=1",
+        ],
+    )?;
+    let bw = v["jobs"][0]["write"]["bw_bytes"]
+        .as_f64()
+        .context("fio write bw")?;
+    Ok(bw / (1 << 20) as f64)
+}
+
+fn open_engine(file: &Path) -> Result<Arc<dyn IoEngine>> {
+    let e = io::open(
+        file,
+        &OpenOptions {
+            engine: EngineKind::Auto,
+            ..Default::default()
+        },
+    )?;
+    if e.name() != "uring" {
+        eprintln!(
+            "note: io_uring unavailable, ringcache runs on the {} engine",
+            e.name()
+        );
+    }
+    Ok(e)
+}
+
+/// Format the file, fill one object; returns MiB/s of the fill.
+fn rc_fill(file: &Path) -> Result<f64> {
+    let engine = open_engine(file)?;
+    format(
+        engine.as_ref(),
+        &FormatOptions {
+            force: true,
+            ..Default::default()
+        },
+    )?;
+    let store = Store::open(engine, StoreConfig::default())?;
+    let vol = store.volume(b"bench", true)?;
+    let id = store.create(vol, b"fill", b"", FILL_BYTES)?;
+    let chunk: Vec<u8> = (0..4 * FILL_BS).map(|i| (i % 251) as u8).collect();
+    let t = Instant::now();
+    let mut off = 0u64;
+    while off < FILL_BYTES {
+        store.write(id, off, &chunk)?;
+        off += chunk.len() as u64;
+    }
+    store.flush()?;
+    let secs = t.elapsed().as_secs_f64();
+    store.close()?;
+    Ok(FILL_BYTES as f64 / (1 << 20) as f64 / secs)
+}
+
+/// Random 4 KiB reads of the filled object at queue depth `qd`.
+fn rc_read_iops(file: &Path, qd: usize, seconds: u64) -> Result<f64> {
+    let store = Store::open(open_engine(file)?, StoreConfig::default())?;
+    let vol = store.volume(b"bench", false)?;
+    let info = store
+        .lookup(vol, b"fill")?
+        .context("filled object missing")?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let blocks = FILL_BYTES / 4096;
+    let mut q = ReadQueue::new(&store);
+    let mut done = Vec::with_capacity(qd);
+    let mut ios = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let t = Instant::now();
+    loop {
+        while q.in_flight() < qd {
+            let off = rng.random_range(0..blocks) * 4096;
+            q.submit(ios, info.id, off, 4096)?;
+        }
+        q.wait(&mut done);
+        for (_, r) in done.drain(..) {
+            let segs = r?;
+            if segs.len() != 1 || !matches!(segs[0], ringcache::store::Segment::Data { .. }) {
+                bail!("a read of cached data missed");
+            }
+            ios += 1;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    // Drain what is in flight before closing.
+    while q.in_flight() > 0 {
+        q.wait(&mut done);
+        done.clear();
+    }
+    drop(q);
+    drop(store);
+    Ok(ios as f64 / secs)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Bytes of index memory per extent, with 1M 4 KiB extents in 1000 objects.
+fn index_bytes_per_extent() -> f64 {
+    let g = Geometry::plan(
+        64 << 30,
+        GeometryParams {
+            region_bytes: Some(64 << 20),
+            ..Default::default()
+        },
+    )
+    .expect("geometry");
+    let mut ix = Index::new(g);
+    ix.apply(&Record::Volume {
+        volume_id: 1,
+        key: b"v",
+    });
+    const OBJECTS: u64 = 1000;
+    const PER: u64 = 1000;
+    for o in 0..OBJECTS {
+        ix.apply(&Record::Object {
+            object_id: o + 1,
+            volume_id: 1,
+            data_gen: 1,
+            size: 1 << 40,
+            flags: 0,
+            key: format!("object-{o}").as_bytes(),
+            aux: b"",
+        });
+    }
+    let before = ALLOC.allocated();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for i in 0..OBJECTS * PER {
+        let o = i % OBJECTS + 1;
+        // Every other block, so no two extents touch: worst case.
+        let block = (i / OBJECTS) * 2;
+        let region = rng.random_range(0..g.region_count);
+        ix.insert_extent(
+            o,
+            block * 4096,
+            Extent {
+                len: 4096,
+                region,
+                region_off: 4096,
+            },
+        );
+    }
+    let after = ALLOC.allocated();
+    (after - before) as f64 / (OBJECTS * PER) as f64
+}
+
+fn main() -> Result<()> {
+    let o = parse_args()?;
+    let file = o.dir.join("ringcache-vs-fio.img");
+    ringcache::util::create_backing_file(&file, FILE_BYTES)?;
+    // Allocate every block of the file once, so neither side pays for
+    // allocating writes or reads holes.
+    fio(
+        &file,
+        &[
+            "--rw=write",
+            "--bs=1M",
+            "--iodepth=8",
+            &format!("--size={FILE_BYTES}"),
+        ],
+    )?;
+
+    let mut fill = (Vec::new(), Vec::new());
+    let mut qd1 = (Vec::new(), Vec::new());
+    let mut qd32 = (Vec::new(), Vec::new());
+    for rep in 0..o.reps {
+        fill.0.push(fio_fill_mibps(&file)?);
+        fill.1.push(rc_fill(&file)?);
+        qd1.0.push(fio_read_iops(&file, 1, o.seconds)?);
+        qd1.1.push(rc_read_iops(&file, 1, o.seconds)?);
+        qd32.0.push(fio_read_iops(&file, 32, o.seconds)?);
+        qd32.1.push(rc_read_iops(&file, 32, o.seconds)?);
+        eprintln!(
+            "rep {rep}: fill {:.0}/{:.0} MiB/s, qd1 {:.0}/{:.0} IOPS, qd32 {:.0}/{:.0} IOPS (fio/ringcache)",
+            fill.0[rep], fill.1[rep], qd1.0[rep], qd1.1[rep], qd32.0[rep], qd32.1[rep]
+        );
+    }
+    let rows = [
+        ("seq fill 1M, MiB/s", &mut fill),
+        ("randread 4k qd1, IOPS", &mut qd1),
+        ("randread 4k qd32, IOPS", &mut qd32),
+    ];
+    println!(
+        "{:<26} {:>12} {:>12} {:>7}",
+        "workload (medians)", "fio", "ringcache", "ratio"
+    );
+    let mut min_ratio = f64::INFINITY;
+    for (name, (f, r)) in rows {
+        let (mf, mr) = (median(f), median(r));
+        let ratio = mr / mf;
+        min_ratio = min_ratio.min(ratio);
+        println!("{name:<26} {mf:>12.0} {mr:>12.0} {ratio:>7.2}");
+    }
+    println!(
+        "index memory per extent: {:.1} bytes",
+        index_bytes_per_extent()
+    );
+    let _ = std::fs::remove_file(&file);
+    println!("ratio {min_ratio:.2}");
+    Ok(())
+}
