@@ -4,6 +4,7 @@
 //! - [`store`]: the crash-safe, checksummed, log-structured object store.
 #![deny(clippy::unwrap_used)]
 
+pub mod cookie;
 pub mod io;
 pub mod store;
 pub mod util;

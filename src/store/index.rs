@@ -29,8 +29,12 @@ pub struct Object {
     pub data_gen: u64,
     pub flags: u32,
     pub extents: ExtentMap,
-    /// Accesses in flight: a pinned object is never culled.
+    /// Accesses in flight: a pinned object is never culled, and regions
+    /// holding its data are not evicted.
     pub pins: u32,
+    /// Held by a live cookie: not culled (deleting it would pull the
+    /// object from under the cookie), though its data may be evicted.
+    pub holds: u32,
     /// Logical clock of the last use, for LRU culling.
     pub last_use: u64,
 }
@@ -177,6 +181,7 @@ impl Index {
                         flags,
                         extents: ExtentMap::new(),
                         pins: 0,
+                        holds: 0,
                         last_use: self.clock,
                     },
                 );

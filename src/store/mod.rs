@@ -275,6 +275,8 @@ struct Inner {
     consecutive_errors: u32,
     stats: StoreStats,
     max_objects: u64,
+    /// Object culling wanted more than it could take (held objects).
+    object_pressure: bool,
 }
 
 /// Consecutive I/O errors after which the store declares itself failed.
@@ -563,6 +565,33 @@ impl Store {
         Ok(())
     }
 
+    /// Hold an object for a live cookie: it is not culled until released
+    /// (its data may still be evicted).
+    pub fn hold(&self, id: ObjectId) -> Result<()> {
+        let mut inner = self.lock();
+        let o = inner
+            .ix
+            .objects
+            .get_mut(&id)
+            .ok_or(StoreError::NoSuchObject)?;
+        o.holds += 1;
+        Ok(())
+    }
+
+    /// Release a hold taken with [`Store::hold`].
+    pub fn release(&self, id: ObjectId) {
+        let mut inner = self.lock();
+        if let Some(o) = inner.ix.objects.get_mut(&id) {
+            o.holds = o.holds.saturating_sub(1);
+        }
+    }
+
+    /// Whether object culling found nothing it may cull the last time it
+    /// needed to (objects held by idle cookies should be let go).
+    pub fn under_object_pressure(&self) -> bool {
+        self.lock().object_pressure
+    }
+
     /// Release a pin taken with [`Store::pin`].
     pub fn unpin(&self, id: ObjectId) {
         let mut inner = self.lock();
@@ -798,13 +827,14 @@ impl Store {
         };
         let c = self.cfg.cull;
         if used_pct(inner, bytes) <= u64::from(100 - c.fcull) {
+            inner.object_pressure = false;
             return Ok(());
         }
         let mut candidates: Vec<(u64, ObjectId)> = inner
             .ix
             .objects
             .iter()
-            .filter(|(_, o)| o.pins == 0)
+            .filter(|(_, o)| o.pins == 0 && o.holds == 0)
             .map(|(&id, o)| (o.last_use, id))
             .collect();
         candidates.sort_unstable();
@@ -815,6 +845,7 @@ impl Store {
             self.commit(inner, &Record::Delete { object_id: id });
             inner.stats.objects_culled += 1;
         }
+        inner.object_pressure = used_pct(inner, bytes) > u64::from(100 - c.frun);
         if used_pct(inner, bytes) > u64::from(100 - c.fstop) {
             inner.stats.nospace_events += 1;
             return Err(StoreError::NoSpace);

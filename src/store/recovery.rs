@@ -469,6 +469,7 @@ pub(super) fn open(engine: Arc<dyn IoEngine>, cfg: StoreConfig) -> Result<Store>
             consecutive_errors: 0,
             stats: StoreStats::default(),
             max_objects,
+            object_pressure: false,
             sb: sb.clone(),
         }),
         log_io: Mutex::new(()),

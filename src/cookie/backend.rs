@@ -1,0 +1,226 @@
+//! The cache backend operations the cookie layer drives, and their
+//! implementation by the object store.
+
+use crate::store::{ObjectId, Segment, Store, StoreError, VolumeId};
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    pub object: ObjectId,
+    /// The object existed with matching coherency data: it may hold data.
+    /// Otherwise it was created (or its stale content discarded) and holds
+    /// nothing to read.
+    pub positive: bool,
+}
+
+/// The operations a cache backend provides to the cookie layer, after
+/// fscache's `struct fscache_cache_ops`. Every call may block on I/O; the
+/// cookie layer never calls them with a lock held.
+pub trait CacheBackend: Send + Sync + 'static {
+    /// Find or create a volume; if its coherency data differs from `aux`,
+    /// everything cached in it is discarded first.
+    fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeId, StoreError>;
+    /// Forget a volume; with `invalidate`, delete everything in it.
+    fn relinquish_volume(&self, volume: VolumeId, invalidate: bool) -> Result<(), StoreError>;
+    /// Look an object up; on a miss, call `on_negative` (readers need not
+    /// wait for the creation) and create it. A positive match with other
+    /// coherency data, or one left dirty by a crash, is discarded.
+    fn lookup_cookie(
+        &self,
+        volume: VolumeId,
+        key: &[u8],
+        aux: &[u8],
+        size: u64,
+        on_negative: &mut dyn FnMut(),
+    ) -> Result<Lookup, StoreError>;
+    /// Free the object's in-memory resources; delete it if `retire`.
+    fn withdraw_cookie(
+        &self,
+        object: ObjectId,
+        retire: bool,
+        aux: &[u8],
+        size: u64,
+    ) -> Result<(), StoreError>;
+    /// Delete whatever the cache holds under (volume, key), if anything.
+    fn retire(&self, volume: VolumeId, key: &[u8]) -> Result<(), StoreError>;
+    /// Mark the object dirty, durably, before its first local modification.
+    fn prepare_to_write(&self, object: ObjectId) -> Result<(), StoreError>;
+    /// New coherency data and size; old content gone.
+    fn invalidate_cookie(&self, object: ObjectId, aux: &[u8], size: u64) -> Result<(), StoreError>;
+    /// New object size.
+    fn resize_cookie(&self, object: ObjectId, size: u64) -> Result<(), StoreError>;
+    /// An access starts: the object's data must not be culled until it ends.
+    fn begin_operation(&self, object: ObjectId) -> Result<(), StoreError>;
+    /// The access ends.
+    fn end_operation(&self, object: ObjectId);
+    /// Read cached data and holes.
+    fn read(&self, object: ObjectId, offset: u64, len: u64) -> Result<Vec<Segment>, StoreError>;
+    /// Cache data.
+    fn write(&self, object: ObjectId, offset: u64, data: &[u8]) -> Result<(), StoreError>;
+    /// Which byte ranges are cached.
+    fn query_occupancy(&self, object: ObjectId) -> Result<Vec<(u64, u64)>, StoreError>;
+    /// Objects held by idle cookies should be let go: the cache is short
+    /// of room for objects.
+    fn under_pressure(&self) -> bool;
+}
+
+/// Key under which a volume's coherency data is kept, as an object of the
+/// volume (an object key no netfs produces: it starts with a NUL byte).
+const VOLUME_AUX_KEY: &[u8] = b"\0volume-coherency";
+
+impl CacheBackend for Store {
+    fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeId, StoreError> {
+        let vol = self.volume(key, true)?;
+        let (vol, aux_id) = match self.lookup(vol, VOLUME_AUX_KEY)? {
+            Some(info) if info.aux == aux => (vol, info.id),
+            Some(_) => {
+                // Coherency mismatch: the volume's content is stale.
+                tracing::info!(volume = %String::from_utf8_lossy(key), "volume coherency changed: discarding its objects");
+                self.delete_volume(vol)?;
+                let vol = self.volume(key, true)?;
+                let id = self.create(vol, VOLUME_AUX_KEY, aux, 0)?;
+                self.flush()?;
+                (vol, id)
+            }
+            None => (vol, self.create(vol, VOLUME_AUX_KEY, aux, 0)?),
+        };
+        // The coherency record is not culled while the volume is acquired.
+        self.hold(aux_id)?;
+        Ok(vol)
+    }
+
+    fn relinquish_volume(&self, volume: VolumeId, invalidate: bool) -> Result<(), StoreError> {
+        if invalidate {
+            return self.delete_volume(volume);
+        }
+        if let Some(info) = self.lookup(volume, VOLUME_AUX_KEY)? {
+            self.release(info.id);
+        }
+        Ok(())
+    }
+
+    fn lookup_cookie(
+        &self,
+        volume: VolumeId,
+        key: &[u8],
+        aux: &[u8],
+        size: u64,
+        on_negative: &mut dyn FnMut(),
+    ) -> Result<Lookup, StoreError> {
+        if key.first() == Some(&0) && key == VOLUME_AUX_KEY {
+            return Err(StoreError::Invalid("that object key is reserved".into()));
+        }
+        match self.lookup(volume, key)? {
+            Some(info) if info.aux == aux && !info.dirty => {
+                if info.size != size {
+                    self.resize(info.id, size)?;
+                }
+                self.hold(info.id)?;
+                Ok(Lookup {
+                    object: info.id,
+                    positive: true,
+                })
+            }
+            Some(info) => {
+                // Stale: other coherency data, or modified locally when the
+                // cache went down. Discard the content, keep the object.
+                on_negative();
+                self.invalidate(info.id, aux, size)?;
+                self.set_dirty(info.id, false)?;
+                self.hold(info.id)?;
+                Ok(Lookup {
+                    object: info.id,
+                    positive: false,
+                })
+            }
+            None => {
+                on_negative();
+                let id = self.create(volume, key, aux, size)?;
+                self.hold(id)?;
+                Ok(Lookup {
+                    object: id,
+                    positive: false,
+                })
+            }
+        }
+    }
+
+    fn withdraw_cookie(
+        &self,
+        object: ObjectId,
+        retire: bool,
+        aux: &[u8],
+        size: u64,
+    ) -> Result<(), StoreError> {
+        self.release(object);
+        if retire {
+            return match self.delete(object) {
+                Ok(()) | Err(StoreError::NoSuchObject) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        let info = match self.stat(object) {
+            Ok(i) => i,
+            Err(StoreError::NoSuchObject) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if info.aux != aux {
+            self.invalidate(object, aux, size)?;
+        } else if info.size != size {
+            self.resize(object, size)?;
+        }
+        if info.dirty {
+            // The local modifications are complete: make them durable, then
+            // say so.
+            self.flush()?;
+            self.set_dirty(object, false)?;
+        }
+        Ok(())
+    }
+
+    fn retire(&self, volume: VolumeId, key: &[u8]) -> Result<(), StoreError> {
+        match self.lookup(volume, key)? {
+            Some(info) => match self.delete(info.id) {
+                Ok(()) | Err(StoreError::NoSuchObject) => Ok(()),
+                Err(e) => Err(e),
+            },
+            None => Ok(()),
+        }
+    }
+
+    fn prepare_to_write(&self, object: ObjectId) -> Result<(), StoreError> {
+        self.set_dirty(object, true)
+    }
+
+    fn invalidate_cookie(&self, object: ObjectId, aux: &[u8], size: u64) -> Result<(), StoreError> {
+        self.invalidate(object, aux, size).map(|_| ())
+    }
+
+    fn resize_cookie(&self, object: ObjectId, size: u64) -> Result<(), StoreError> {
+        self.resize(object, size)
+    }
+
+    fn begin_operation(&self, object: ObjectId) -> Result<(), StoreError> {
+        self.pin(object)
+    }
+
+    fn end_operation(&self, object: ObjectId) {
+        self.unpin(object);
+    }
+
+    fn read(&self, object: ObjectId, offset: u64, len: u64) -> Result<Vec<Segment>, StoreError> {
+        Store::read(self, object, offset, len)
+    }
+
+    fn write(&self, object: ObjectId, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        Store::write(self, object, offset, data)
+    }
+
+    fn query_occupancy(&self, object: ObjectId) -> Result<Vec<(u64, u64)>, StoreError> {
+        self.occupancy(object)
+    }
+
+    fn under_pressure(&self) -> bool {
+        self.under_object_pressure()
+    }
+}
