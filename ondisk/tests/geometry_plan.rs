@@ -43,14 +43,38 @@ fn large_device_gets_the_maximum_log_and_slots() {
     let g = plan(1 << 40);
     assert_eq!(g.ckpt_slot_bytes, 1024 * MIB);
     assert_eq!(g.metalog_bytes, 64 * MIB);
-    assert_eq!(
-        g.regions_offset,
-        8192 + 2048 * MIB + 64 * MIB + (MIB - 8192)
-    );
+    // 8 KiB + 2 GiB + 64 MiB rounded up to the next MiB.
+    assert_eq!(g.regions_offset, 2113 * MIB);
     assert_eq!(
         u64::from(g.region_count),
         ((1u64 << 40) - g.regions_offset) / (8 * MIB)
     );
+}
+
+/// The examples table of docs/FORMAT.md.
+#[test]
+fn examples_in_the_format_doc() {
+    // (device, slot, log, regions_offset, region_count), sizes in MiB.
+    let table = [
+        (64, 1, 1, 4, 7),
+        (256, 4, 2, 11, 30),
+        (1024, 16, 8, 41, 122),
+        (1 << 20, 1024, 64, 2113, 130_807),
+    ];
+    for (device, slot, log, regions_offset, count) in table {
+        let g = plan(device * MIB);
+        assert_eq!(
+            (
+                g.ckpt_slot_bytes / MIB,
+                g.metalog_bytes / MIB,
+                g.regions_offset / MIB,
+                g.region_count
+            ),
+            (slot, log, regions_offset, count),
+            "{device} MiB"
+        );
+        assert_eq!(g.region_bytes, 8 * MIB);
+    }
 }
 
 #[test]
