@@ -203,6 +203,7 @@ struct CkptExtentBody {
 const _: () = assert!(core::mem::size_of::<CkptExtentBody>() == 32);
 
 /// A list of block crcs: borrowed from disk bytes or from memory.
+/// Two lists are equal when they hold the same crcs, whatever their form.
 #[derive(Debug, Clone, Copy)]
 pub enum Crcs<'a> {
     /// Little-endian u32s as stored.
@@ -259,6 +260,14 @@ impl Crcs<'_> {
     }
 }
 
+impl PartialEq for Crcs<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Crcs<'_> {}
+
 /// Where an extent's data was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtentEntry {
@@ -301,7 +310,7 @@ fn entry_crc(h: &EntryHeader, crcs: &Crcs<'_>) -> u32 {
 }
 
 /// One record, parsed (borrowing its variable bytes) or to be encoded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
     Volume {
         volume_id: u32,
@@ -534,7 +543,8 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// Check that the locations this record names lie within `g`.
+    /// Check that the locations this record names lie within `g` (a
+    /// geometry that passed [`Geometry::validate`]).
     pub fn check_geometry(&self, g: &Geometry) -> Result<()> {
         match *self {
             Record::Extent { entry, .. } => {
@@ -549,10 +559,11 @@ impl<'a> Record<'a> {
                 }
                 let end = u64::from(entry.region_block) + entry.block_count() as u64;
                 if end > u64::from(g.region_blocks()) {
+                    let (start, region_end) = region_span(g, entry.region_index);
                     return Err(FormatError::PastDevice {
                         what: "extent entry (end of its region)",
-                        end: g.region_offset(entry.region_index) + end * BLOCK_BYTES_U64,
-                        device_bytes: g.region_offset(entry.region_index) + g.region_bytes,
+                        end: start.saturating_add(end.saturating_mul(BLOCK_BYTES_U64)),
+                        device_bytes: region_end,
                     });
                 }
                 Ok(())
@@ -574,10 +585,11 @@ impl<'a> Record<'a> {
                 }
                 let end = u64::from(region_offset) + u64::from(length);
                 if end > g.region_bytes {
+                    let (start, region_end) = region_span(g, region_index);
                     return Err(FormatError::PastDevice {
                         what: "checkpoint extent (end of its region)",
-                        end: g.region_offset(region_index) + end,
-                        device_bytes: g.region_offset(region_index) + g.region_bytes,
+                        end: start.saturating_add(end),
+                        device_bytes: region_end,
                     });
                 }
                 Ok(())
@@ -609,6 +621,15 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Device byte range of region `index`, for error reports. Saturating: the
+/// error path must not overflow even on a geometry that ends near 2^64.
+fn region_span(g: &Geometry, index: u32) -> (u64, u64) {
+    let start = g
+        .regions_offset
+        .saturating_add(u64::from(index).saturating_mul(g.region_bytes));
+    (start, start.saturating_add(g.region_bytes))
+}
+
 fn body_prefix<T: FromBytes + KnownLayout + Immutable>(
     what: &'static str,
     body: &[u8],
@@ -622,8 +643,9 @@ fn tail<'a>(
     start: usize,
     lens: &[usize],
 ) -> Result<Vec<&'a [u8]>> {
-    let total: usize = start + lens.iter().sum::<usize>();
-    if body.len() != total {
+    // Checked: on a 32-bit target a hostile crc_count * 4 can reach usize::MAX.
+    let total = lens.iter().try_fold(start, |acc, &l| acc.checked_add(l));
+    if total != Some(body.len()) {
         return Err(out_of_range(
             what,
             "len",
@@ -634,12 +656,14 @@ fn tail<'a>(
     let mut at = start;
     let mut parts = Vec::with_capacity(lens.len());
     for &l in lens {
-        parts.push(body.get(at..at + l).ok_or(FormatError::Truncated {
+        // Cannot fail: the lengths add up to body.len() (checked above).
+        let end = at.saturating_add(l);
+        parts.push(body.get(at..end).ok_or(FormatError::Truncated {
             what,
-            need: at + l,
+            need: end,
             have: body.len(),
         })?);
-        at += l;
+        at = end;
     }
     Ok(parts)
 }
@@ -752,7 +776,7 @@ fn parse_body<'a>(kind: RecordKind, body: &'a [u8]) -> Result<Record<'a>> {
                     computed,
                 });
             }
-            if entry.logical_offset % BLOCK_BYTES_U64 != 0 {
+            if !entry.logical_offset.is_multiple_of(BLOCK_BYTES_U64) {
                 return Err(out_of_range(
                     W,
                     "logical_offset",
@@ -853,6 +877,24 @@ fn parse_body<'a>(kind: RecordKind, body: &'a [u8]) -> Result<Record<'a>> {
                     "region_offset",
                     b.region_offset.get().into(),
                     "block 0 is the region header",
+                ));
+            }
+            // Block crcs are per 4 KiB block of the region and of the object,
+            // so an extent that starts inside a block cannot be verified.
+            if !u64::from(b.region_offset.get()).is_multiple_of(BLOCK_BYTES_U64) {
+                return Err(out_of_range(
+                    W,
+                    "region_offset",
+                    b.region_offset.get().into(),
+                    "not a multiple of 4096",
+                ));
+            }
+            if !b.logical_offset.get().is_multiple_of(BLOCK_BYTES_U64) {
+                return Err(out_of_range(
+                    W,
+                    "logical_offset",
+                    b.logical_offset.get(),
+                    "not a multiple of 4096",
                 ));
             }
             if b.logical_offset
