@@ -40,7 +40,7 @@ use ringcache_ondisk::{
 use crate::io::{CompletionQueue, IoBuf, IoEngine, IoError, IoHint, Op};
 use index::{Index, RegionState};
 pub use index::{ObjectId, VolumeId};
-pub use recovery::{FormatOptions, RecoveryReport, format};
+pub use recovery::{FormatOptions, Loaded, RecoveryReport, format, load};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

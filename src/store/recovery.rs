@@ -240,8 +240,9 @@ fn read_blocks(
         .collect()
 }
 
-/// The state recovery rebuilds, before anything is written.
-pub(crate) struct Loaded {
+/// The state recovery rebuilds, before anything is written (what the
+/// offline tools inspect).
+pub struct Loaded {
     pub sb: SuperblockInfo,
     pub ix: Index,
     pub ckpt_seq: u64,
@@ -252,7 +253,7 @@ pub(crate) struct Loaded {
 }
 
 /// Rebuild the index from the device without writing anything.
-pub(crate) fn load(engine: &dyn IoEngine) -> Result<Loaded> {
+pub fn load(engine: &dyn IoEngine) -> Result<Loaded> {
     let device_bytes = engine.device_bytes();
     if device_bytes < 2 * BLOCK_BYTES_U64 {
         return Err(StoreError::NotACache(format!(
