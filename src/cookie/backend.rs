@@ -164,10 +164,9 @@ impl CacheBackend for Store {
             Err(StoreError::NoSuchObject) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if info.aux != aux {
-            self.invalidate(object, aux, size)?;
-        } else if info.size != size {
-            self.resize(object, size)?;
+        if info.aux != aux || info.size != size {
+            // The netfs's new coherency data for content it cached itself.
+            self.update_aux(object, aux, size)?;
         }
         if info.dirty {
             // The local modifications are complete: make them durable, then

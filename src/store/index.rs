@@ -160,6 +160,21 @@ impl Index {
                 key,
                 aux,
             } => {
+                // The same object again (same id, volume, key and data
+                // generation): a new coherency data, size or flags, content
+                // kept. Otherwise this is a new object.
+                if let Some(o) = self.objects.get_mut(&object_id) {
+                    if o.volume == volume_id && *o.key == *key && o.data_gen == data_gen {
+                        let old_len = Self::object_record_len(&o.key, &o.aux);
+                        o.aux = aux.into();
+                        o.flags = flags;
+                        o.size = size;
+                        let new_len = Self::object_record_len(&o.key, &o.aux);
+                        self.object_record_bytes = self.object_record_bytes - old_len + new_len;
+                        self.drop_extents_from(object_id, size);
+                        return;
+                    }
+                }
                 self.remove_object(object_id);
                 let key: Box<[u8]> = key.into();
                 if let Some(old) = self.object_by_key.remove(&(volume_id, key.clone())) {

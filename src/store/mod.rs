@@ -624,6 +624,28 @@ impl Store {
         Ok(new_gen)
     }
 
+    /// New coherency data and size for content that is still current (the
+    /// netfs changed the file itself and cached the new content): nothing
+    /// is discarded but bytes past the new size.
+    pub fn update_aux(&self, id: ObjectId, aux: &[u8], size: u64) -> Result<()> {
+        check_aux(aux)?;
+        let mut inner = self.lock();
+        Self::check_failed(&inner)?;
+        let o = inner.ix.objects.get(&id).ok_or(StoreError::NoSuchObject)?;
+        let (volume_id, key, data_gen, flags) = (o.volume, o.key.clone(), o.data_gen, o.flags);
+        let rec = Record::Object {
+            object_id: id,
+            volume_id,
+            data_gen,
+            size,
+            flags,
+            key: &key,
+            aux,
+        };
+        self.commit(&mut inner, &rec);
+        Ok(())
+    }
+
     /// New object size; bytes past it are gone.
     pub fn resize(&self, id: ObjectId, size: u64) -> Result<()> {
         let mut inner = self.lock();
