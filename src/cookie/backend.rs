@@ -49,14 +49,30 @@ pub trait CacheBackend: Send + Sync + 'static {
     fn invalidate_cookie(&self, object: ObjectId, aux: &[u8], size: u64) -> Result<(), StoreError>;
     /// New object size.
     fn resize_cookie(&self, object: ObjectId, size: u64) -> Result<(), StoreError>;
-    /// An access starts: the object's data must not be culled until it ends.
-    fn begin_operation(&self, object: ObjectId) -> Result<(), StoreError>;
+    /// An access starts: the object's data must not be culled until it
+    /// ends. Returns the object's data generation, which the access's reads
+    /// and writes are bound to.
+    fn begin_operation(&self, object: ObjectId) -> Result<u64, StoreError>;
     /// The access ends.
     fn end_operation(&self, object: ObjectId);
-    /// Read cached data and holes.
-    fn read(&self, object: ObjectId, offset: u64, len: u64) -> Result<Vec<Segment>, StoreError>;
-    /// Cache data.
-    fn write(&self, object: ObjectId, offset: u64, data: &[u8]) -> Result<(), StoreError>;
+    /// Read cached data and holes of data generation `data_gen` (stale if
+    /// the object was invalidated since).
+    fn read(
+        &self,
+        object: ObjectId,
+        data_gen: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Segment>, StoreError>;
+    /// Cache data into data generation `data_gen` (stale if the object was
+    /// invalidated since: then nothing is cached).
+    fn write(
+        &self,
+        object: ObjectId,
+        data_gen: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError>;
     /// Which byte ranges are cached.
     fn query_occupancy(&self, object: ObjectId) -> Result<Vec<(u64, u64)>, StoreError>;
     /// Objects held by idle cookies should be let go: the cache is short
@@ -199,7 +215,7 @@ impl CacheBackend for Store {
         self.resize(object, size)
     }
 
-    fn begin_operation(&self, object: ObjectId) -> Result<(), StoreError> {
+    fn begin_operation(&self, object: ObjectId) -> Result<u64, StoreError> {
         self.pin(object)
     }
 
@@ -207,12 +223,24 @@ impl CacheBackend for Store {
         self.unpin(object);
     }
 
-    fn read(&self, object: ObjectId, offset: u64, len: u64) -> Result<Vec<Segment>, StoreError> {
-        Store::read(self, object, offset, len)
+    fn read(
+        &self,
+        object: ObjectId,
+        data_gen: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Segment>, StoreError> {
+        self.read_gen(object, Some(data_gen), offset, len)
     }
 
-    fn write(&self, object: ObjectId, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        Store::write(self, object, offset, data)
+    fn write(
+        &self,
+        object: ObjectId,
+        data_gen: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write_gen(object, Some(data_gen), offset, data)
     }
 
     fn query_occupancy(&self, object: ObjectId) -> Result<Vec<(u64, u64)>, StoreError> {

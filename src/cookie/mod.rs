@@ -392,6 +392,8 @@ pub struct Operation<'a> {
     cache: &'a Fscache,
     cookie: Arc<Cookie>,
     object: Option<ObjectId>,
+    /// The object's data generation when the access began.
+    data_gen: u64,
     inval_counter: u64,
     no_data: bool,
 }
@@ -727,10 +729,11 @@ impl Fscache {
                     let object = g.object;
                     let inval_counter = g.inval_counter;
                     drop(g);
-                    let object = match object.map(|o| self.backend.begin_operation(o).map(|_| o)) {
-                        Some(Ok(o)) => Some(o),
-                        _ => None,
-                    };
+                    let (object, data_gen) =
+                        match object.map(|o| self.backend.begin_operation(o).map(|g| (o, g))) {
+                            Some(Ok((o, g))) => (Some(o), g),
+                            _ => (None, 0),
+                        };
                     if object.is_none() {
                         // The object is gone (culled or failed): no cache.
                         self.end_access(cookie);
@@ -738,6 +741,7 @@ impl Fscache {
                             cache: self,
                             cookie: cookie.clone(),
                             object: None,
+                            data_gen: 0,
                             inval_counter,
                             no_data: true,
                         };
@@ -746,6 +750,7 @@ impl Fscache {
                         cache: self,
                         cookie: cookie.clone(),
                         object,
+                        data_gen,
                         inval_counter,
                         no_data,
                     };
@@ -756,6 +761,7 @@ impl Fscache {
                         cache: self,
                         cookie: cookie.clone(),
                         object: None,
+                        data_gen: 0,
                         inval_counter,
                         no_data: true,
                     };
@@ -1099,6 +1105,11 @@ impl Fscache {
 }
 
 impl Operation<'_> {
+    /// The invalidation counter this operation was begun under.
+    pub fn inval_counter(&self) -> u64 {
+        self.inval_counter
+    }
+
     /// Whether this operation is bound to cached data at all.
     pub fn is_cached(&self) -> bool {
         self.object.is_some()
@@ -1120,7 +1131,7 @@ impl Operation<'_> {
             FscacheStats::inc(&stats.read_nodata);
             return Ok(ReadOutcome::NoData);
         }
-        match self.cache.backend.read(obj, offset, len) {
+        match self.cache.backend.read(obj, self.data_gen, offset, len) {
             Ok(segs) => {
                 if self.stale() {
                     FscacheStats::inc(&stats.stale);
@@ -1165,7 +1176,7 @@ impl Operation<'_> {
             FscacheStats::inc(&stats.stale);
             return Ok(WriteOutcome::Stale);
         }
-        match self.cache.backend.write(obj, offset, data) {
+        match self.cache.backend.write(obj, self.data_gen, offset, data) {
             Ok(()) => {
                 {
                     let mut g = self.cookie.lock();

@@ -554,7 +554,8 @@ impl Store {
     }
 
     /// Pin an object (an access in flight): it is not culled until unpinned.
-    pub fn pin(&self, id: ObjectId) -> Result<()> {
+    /// Returns the object's data generation at this moment.
+    pub fn pin(&self, id: ObjectId) -> Result<u64> {
         let mut inner = self.lock();
         let o = inner
             .ix
@@ -562,7 +563,7 @@ impl Store {
             .get_mut(&id)
             .ok_or(StoreError::NoSuchObject)?;
         o.pins += 1;
-        Ok(())
+        Ok(o.data_gen)
     }
 
     /// Hold an object for a live cookie: it is not culled until released
@@ -906,6 +907,19 @@ impl Store {
     /// size (the tail of a file). The data is cached when this returns; it
     /// is durable after [`Store::flush`].
     pub fn write(&self, id: ObjectId, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_gen(id, None, offset, data)
+    }
+
+    /// [`Store::write`], but only into data generation `expected_gen` when
+    /// given: if the object was invalidated since, nothing is cached and
+    /// the answer is [`StoreError::Stale`].
+    pub fn write_gen(
+        &self,
+        id: ObjectId,
+        expected_gen: Option<u64>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
         if offset % BLOCK_BYTES_U64 != 0 {
             return Err(invalid(format!(
                 "write offset {offset} is not a multiple of 4096"
@@ -939,6 +953,9 @@ impl Store {
                 )));
             }
             let data_gen = o.data_gen;
+            if expected_gen.is_some_and(|g| g != data_gen) {
+                return Err(StoreError::Stale);
+            }
             let mut pos = 0usize;
             while pos < data.len() {
                 match self.active_region(inner) {
@@ -1100,8 +1117,20 @@ impl Store {
     /// Read `len` bytes at `offset` of object `id` (clamped to its size).
     /// Returns data and holes covering the range in order.
     pub fn read(&self, id: ObjectId, offset: u64, len: u64) -> Result<Vec<Segment>> {
+        self.read_gen(id, None, offset, len)
+    }
+
+    /// [`Store::read`], but of data generation `expected_gen` when given:
+    /// [`StoreError::Stale`] if the object was invalidated since.
+    pub fn read_gen(
+        &self,
+        id: ObjectId,
+        expected_gen: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Segment>> {
         let mut q = ReadQueue::new(self);
-        q.submit(0, id, offset, len)?;
+        q.submit_gen(0, id, expected_gen, offset, len)?;
         let mut out = Vec::with_capacity(1);
         while out.is_empty() {
             q.wait(&mut out);
@@ -1111,7 +1140,14 @@ impl Store {
             .unwrap_or(Err(StoreError::Io(IoError::Stopped)))
     }
 
-    fn plan_read(&self, tag: u64, id: ObjectId, offset: u64, len: u64) -> Result<ReadPlan> {
+    fn plan_read(
+        &self,
+        tag: u64,
+        id: ObjectId,
+        expected_gen: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<ReadPlan> {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| invalid("offset + length overflows"))?;
@@ -1125,6 +1161,9 @@ impl Store {
             .get_mut(&id)
             .ok_or(StoreError::NoSuchObject)?;
         o.last_use = clock;
+        if expected_gen.is_some_and(|g| g != o.data_gen) {
+            return Err(StoreError::Stale);
+        }
         if offset > o.size {
             return Err(invalid(format!(
                 "read at {offset} past the object size {}",
@@ -1525,7 +1564,19 @@ impl<'a> ReadQueue<'a> {
 
     /// Queue a read of object `id`; `tag` comes back with its result.
     pub fn submit(&mut self, tag: u64, id: ObjectId, offset: u64, len: u64) -> Result<()> {
-        let mut plan = self.store.plan_read(tag, id, offset, len)?;
+        self.submit_gen(tag, id, None, offset, len)
+    }
+
+    /// Queue a read of data generation `expected_gen` (see [`Store::read_gen`]).
+    pub fn submit_gen(
+        &mut self,
+        tag: u64,
+        id: ObjectId,
+        expected_gen: Option<u64>,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        let mut plan = self.store.plan_read(tag, id, expected_gen, offset, len)?;
         let key = self.plans.vacant_key() as u64;
         for (i, item) in plan.items.iter().enumerate() {
             if let PlanItem::Piece(p) = item {
