@@ -144,11 +144,14 @@ impl Default for PoolConfig {
     }
 }
 
+/// The free buffers of one size class: (capacity, [(index, memory)]).
+type FreeClass = (usize, Vec<(u16, Vec<Block>)>);
+
 pub(crate) struct PoolShared {
     /// Per buffer index: its class's capacity in bytes.
     sizes: Vec<usize>,
-    /// Per class: (capacity, free buffers as (index, memory)).
-    free: Mutex<Vec<(usize, Vec<(u16, Vec<Block>)>)>>,
+    /// Per class, smallest first.
+    free: Mutex<Vec<FreeClass>>,
 }
 
 impl PoolShared {
@@ -156,10 +159,10 @@ impl PoolShared {
         let Some(&cap) = self.sizes.get(index as usize) else {
             return;
         };
-        if let Ok(mut free) = self.free.lock() {
-            if let Some((_, list)) = free.iter_mut().find(|(c, _)| *c == cap) {
-                list.push((index, blocks));
-            }
+        if let Ok(mut free) = self.free.lock()
+            && let Some((_, list)) = free.iter_mut().find(|(c, _)| *c == cap)
+        {
+            list.push((index, blocks));
         }
     }
 }
@@ -210,14 +213,14 @@ impl BufPool {
     pub fn alloc(&self, len: usize) -> IoBuf {
         if let Ok(mut free) = self.shared.free.lock() {
             for (cap, list) in free.iter_mut() {
-                if *cap >= len {
-                    if let Some((index, blocks)) = list.pop() {
-                        return IoBuf {
-                            blocks,
-                            len,
-                            home: Some((self.shared.clone(), index)),
-                        };
-                    }
+                if *cap >= len
+                    && let Some((index, blocks)) = list.pop()
+                {
+                    return IoBuf {
+                        blocks,
+                        len,
+                        home: Some((self.shared.clone(), index)),
+                    };
                 }
             }
         }

@@ -318,7 +318,7 @@ pub(crate) fn check_request(op: &Op, device_bytes: u64) -> Result<(), IoError> {
         return Ok(());
     }
     let len = op.buf.len() as u64;
-    if op.offset % 4096 != 0 || len % 4096 != 0 || len == 0 {
+    if !op.offset.is_multiple_of(4096) || !len.is_multiple_of(4096) || len == 0 {
         return Err(IoError::BadRequest(format!(
             "offset {} length {} not 4096-aligned",
             op.offset, len
