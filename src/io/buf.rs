@@ -96,11 +96,6 @@ impl IoBuf {
     pub fn pool_index(&self) -> Option<u16> {
         self.home.as_ref().map(|(_, i)| *i)
     }
-
-    /// Pointer to the first byte, for the io_uring engine.
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.blocks.as_mut_ptr().cast()
-    }
 }
 
 impl std::ops::Deref for IoBuf {
