@@ -96,11 +96,6 @@ impl IoBuf {
     pub fn pool_index(&self) -> Option<u16> {
         self.home.as_ref().map(|(_, i)| *i)
     }
-
-    /// Pointer to the first byte, for the io_uring engine.
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.blocks.as_mut_ptr().cast()
-    }
 }
 
 impl std::ops::Deref for IoBuf {
@@ -144,11 +139,14 @@ impl Default for PoolConfig {
     }
 }
 
+/// The free buffers of one size class: (capacity, [(index, memory)]).
+type FreeClass = (usize, Vec<(u16, Vec<Block>)>);
+
 pub(crate) struct PoolShared {
     /// Per buffer index: its class's capacity in bytes.
     sizes: Vec<usize>,
-    /// Per class: (capacity, free buffers as (index, memory)).
-    free: Mutex<Vec<(usize, Vec<(u16, Vec<Block>)>)>>,
+    /// Per class, smallest first.
+    free: Mutex<Vec<FreeClass>>,
 }
 
 impl PoolShared {
@@ -156,10 +154,10 @@ impl PoolShared {
         let Some(&cap) = self.sizes.get(index as usize) else {
             return;
         };
-        if let Ok(mut free) = self.free.lock() {
-            if let Some((_, list)) = free.iter_mut().find(|(c, _)| *c == cap) {
-                list.push((index, blocks));
-            }
+        if let Ok(mut free) = self.free.lock()
+            && let Some((_, list)) = free.iter_mut().find(|(c, _)| *c == cap)
+        {
+            list.push((index, blocks));
         }
     }
 }
@@ -210,14 +208,14 @@ impl BufPool {
     pub fn alloc(&self, len: usize) -> IoBuf {
         if let Ok(mut free) = self.shared.free.lock() {
             for (cap, list) in free.iter_mut() {
-                if *cap >= len {
-                    if let Some((index, blocks)) = list.pop() {
-                        return IoBuf {
-                            blocks,
-                            len,
-                            home: Some((self.shared.clone(), index)),
-                        };
-                    }
+                if *cap >= len
+                    && let Some((index, blocks)) = list.pop()
+                {
+                    return IoBuf {
+                        blocks,
+                        len,
+                        home: Some((self.shared.clone(), index)),
+                    };
                 }
             }
         }

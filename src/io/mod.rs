@@ -153,6 +153,24 @@ impl CompletionQueue {
         self.0.ready.notify_one();
     }
 
+    /// Deliver several completions with one lock and one wakeup (engines
+    /// call this to route a batch of completions).
+    pub fn push_all(&self, cs: impl IntoIterator<Item = Completion>) {
+        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
+        let before = q.len();
+        q.extend(cs);
+        let added = q.len() > before;
+        drop(q);
+        if added {
+            self.0.ready.notify_one();
+        }
+    }
+
+    /// Whether `self` and `other` are handles of the same queue.
+    pub fn same_queue(&self, other: &CompletionQueue) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Block until at least one completion is there, then take all of them
     /// into `out`.
     pub fn wait_into(&self, out: &mut Vec<Completion>) {
@@ -337,7 +355,7 @@ pub(crate) fn check_request(op: &Op, device_bytes: u64) -> Result<(), IoError> {
         return Ok(());
     }
     let len = op.buf.len() as u64;
-    if op.offset % 4096 != 0 || len % 4096 != 0 || len == 0 {
+    if !op.offset.is_multiple_of(4096) || !len.is_multiple_of(4096) || len == 0 {
         return Err(IoError::BadRequest(format!(
             "offset {} length {} not 4096-aligned",
             op.offset, len

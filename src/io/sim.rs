@@ -306,10 +306,10 @@ mod tests {
     #[test]
     fn unflushed_writes_can_be_lost_flushed_ones_cannot() {
         let sim = SimEngine::new(1 << 20, SimFaults::default());
-        write_at(&sim, 0, block(1), IoHint::Data).unwrap();
-        flush(&sim).unwrap();
-        write_at(&sim, 4096, block(2), IoHint::Data).unwrap();
-        assert_eq!(read_at(&sim, 4096, 4096, IoHint::Data).unwrap()[0], 2);
+        write_at(&sim, 0, block(1), IoHint::Data).expect("write");
+        flush(&sim).expect("flush");
+        write_at(&sim, 4096, block(2), IoHint::Data).expect("write");
+        assert_eq!(read_at(&sim, 4096, 4096, IoHint::Data).expect("read")[0], 2);
         let all_dropped = sim.crash_image(
             1,
             CrashModel {
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn torn_writes_mix_sectors_and_replay_identically() {
         let sim = SimEngine::new(1 << 20, SimFaults::default());
-        write_at(&sim, 0, block(7), IoHint::Data).unwrap();
+        write_at(&sim, 0, block(7), IoHint::Data).expect("write");
         let torn = CrashModel {
             keep: 0.0,
             tear: 1.0,
@@ -357,12 +357,12 @@ mod tests {
                 ..Default::default()
             },
         );
-        write_at(&sim, 0, block(1), IoHint::Log).unwrap();
+        write_at(&sim, 0, block(1), IoHint::Log).expect("write");
         assert!(matches!(
             write_at(&sim, 0, block(2), IoHint::Log),
             Err(IoError::Injected("write"))
         ));
-        read_at(&sim, 0, 4096, IoHint::Other).unwrap();
+        read_at(&sim, 0, 4096, IoHint::Other).expect("read");
         assert!(matches!(
             write_at(&sim, 0, block(3), IoHint::Checkpoint),
             Err(IoError::Crashed)
