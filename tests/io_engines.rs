@@ -623,6 +623,8 @@ fn auto_picks_uring_where_the_kernel_allows_it() {
     let engine = io::open(device.path(), &OpenOptions::default()).expect("open");
     let expected = if uring_works { "uring" } else { "psync" };
     assert_eq!(engine.name(), expected);
+    // One opener at a time: the device is locked while an engine holds it.
+    drop(engine);
     let forced = OpenOptions {
         engine: EngineKind::Psync,
         ..OpenOptions::default()

@@ -271,10 +271,22 @@ pub fn open_device(path: &Path, read_only: bool) -> std::io::Result<(std::fs::Fi
     };
     // One writer at a time; readers (the offline tools) only when no writer
     // holds it. The lock lives as long as the engine holds the file.
-    let locked = if read_only {
-        file.try_lock_shared()
-    } else {
-        file.try_lock()
+    // An io_uring instance that just closed releases its registered file
+    // from a kernel work item, a moment later: give a previous holder that
+    // long before calling the device busy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let locked = loop {
+        let r = if read_only {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match r {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
     };
     if let Err(e) = locked {
         return Err(match e {
