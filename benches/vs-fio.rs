@@ -1,7 +1,8 @@
 //! `vs-fio`: ringcache's embedded store beside fio, on the same file, in
 //! the same run.
 //!
-//! Workloads: a sequential fill with 1 MiB writes (4 MiB in flight), and
+//! Workloads: a sequential fill with 1 MiB writes (4 MiB in flight: fio
+//! iodepth=4, ringcache four writer threads), and
 //! 4 KiB random reads of cached data at queue depth 1 and 32. fio runs with
 //! the io_uring engine and O_DIRECT on the raw file; ringcache formats the
 //! same file as a cache, fills one object and reads it back through the
@@ -141,13 +142,30 @@ fn rc_fill(file: &Path) -> Result<f64> {
     let store = Store::open(engine, StoreConfig::default())?;
     let vol = store.volume(b"bench", true)?;
     let id = store.create(vol, b"fill", b"", FILL_BYTES)?;
-    let chunk: Vec<u8> = (0..4 * FILL_BS).map(|i| (i % 251) as u8).collect();
+    // Four writers of 1 MiB each: 4 MiB in flight, as fio's iodepth=4.
+    let chunk: Vec<u8> = (0..FILL_BS).map(|i| (i % 251) as u8).collect();
+    let next = std::sync::atomic::AtomicU64::new(0);
     let t = Instant::now();
-    let mut off = 0u64;
-    while off < FILL_BYTES {
-        store.write(id, off, &chunk)?;
-        off += chunk.len() as u64;
-    }
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let off =
+                            next.fetch_add(FILL_BS as u64, std::sync::atomic::Ordering::Relaxed);
+                        if off >= FILL_BYTES {
+                            return Ok(());
+                        }
+                        store.write(id, off, &chunk)?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        }
+        Ok(())
+    })?;
     store.flush()?;
     let secs = t.elapsed().as_secs_f64();
     store.close()?;

@@ -1509,7 +1509,9 @@ impl Store {
         if used >= n / 2 {
             return self.checkpoint();
         }
-        if sealed >= 16 {
+        // Sealed blocks wait in memory (at most 1 MiB of them) so that the
+        // barrier their write needs is paid rarely.
+        if sealed >= 256 {
             let _io = self.log_io.lock().unwrap_or_else(|e| e.into_inner());
             if !self.write_sealed_blocks()? {
                 return self.checkpoint_locked();
