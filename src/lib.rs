@@ -2,9 +2,15 @@
 //!
 //! - [`io`]: one I/O trait and its engines (io_uring, psync, sim).
 //! - [`store`]: the crash-safe, checksummed, log-structured object store.
+//! - [`cookie`]: the fscache cookie layer over the store.
+//! - [`daemon`]: `ringcached`, the cache as a service on a Unix socket.
+//! - [`proto`] and [`client`]: the socket protocol and its client library.
 #![deny(clippy::unwrap_used)]
 
+pub mod client;
 pub mod cookie;
+pub mod daemon;
 pub mod io;
+pub mod proto;
 pub mod store;
 pub mod util;

@@ -622,6 +622,20 @@ impl Fscache {
         self.run(cookie);
     }
 
+    /// Local modifications are coming: mark the object dirty (durably)
+    /// before the first one, if that was not asked for at use.
+    pub fn prepare_to_write(&self, cookie: &Arc<Cookie>) {
+        {
+            let mut g = cookie.lock();
+            if g.local_write || g.do_relinquish || g.state == S::Dropped {
+                return;
+            }
+            g.local_write = true;
+            g.do_prepare_to_write = true;
+        }
+        self.run(cookie);
+    }
+
     /// Stop using a cookie, optionally updating its coherency data and size.
     /// The last user puts it on the LRU.
     pub fn unuse_cookie(&self, cookie: &Arc<Cookie>, aux: Option<&[u8]>, size: Option<u64>) {

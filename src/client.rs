@@ -1,0 +1,347 @@
+//! The client library (blocking) for `ringcached`'s socket protocol.
+//!
+//! One [`Client`] is one connection. Calls are synchronous, but requests
+//! can also be pipelined: [`Client::send`] many, then [`Client::recv`] their
+//! replies (matched by request id). Handles are only valid on the
+//! connection that acquired them.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use crate::proto::{self, EVENT, Op, ProtoError, REPLY, Reader, SEG_DATA, Status, Writer};
+
+/// What can go wrong for a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Proto(#[from] ProtoError),
+    /// The daemon answered with a status other than Ok.
+    #[error("daemon answered {0:?}")]
+    Status(Status),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Result of client calls.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A volume handle (this connection only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VolumeHandle(pub u32);
+/// A cookie handle (this connection only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CookieHandle(pub u32);
+
+/// One segment of a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadSegment {
+    Data { offset: u64, data: Vec<u8> },
+    Hole { offset: u64, len: u64 },
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadReply {
+    Data(Vec<ReadSegment>),
+    NoData,
+    Stale,
+}
+
+/// A frame from the daemon.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub op: u16,
+    pub id: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What the daemon said in its greeting.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerInfo {
+    pub version: u32,
+    pub max_frame: u32,
+    pub max_inflight: u32,
+    pub max_data: u32,
+}
+
+/// A connection to the daemon.
+pub struct Client {
+    stream: UnixStream,
+    next_id: u64,
+    /// Replies that arrived while waiting for another.
+    early: HashMap<u64, Frame>,
+    /// Server-pushed events.
+    events: VecDeque<Frame>,
+    info: ServerInfo,
+}
+
+fn status_of(payload: &[u8]) -> Result<(Status, &[u8])> {
+    let mut r = Reader::new(payload);
+    let st = Status::from_u16(r.u16()?);
+    let _ = r.u16()?;
+    Ok((st, r.rest()))
+}
+
+impl Client {
+    /// Connect to the daemon at `socket` and greet it.
+    pub fn connect(socket: &Path) -> Result<Client> {
+        let stream = UnixStream::connect(socket)?;
+        let mut c = Client {
+            stream,
+            next_id: 1,
+            early: HashMap::new(),
+            events: VecDeque::new(),
+            info: ServerInfo {
+                version: 0,
+                max_frame: 0,
+                max_inflight: 0,
+                max_data: 0,
+            },
+        };
+        let name = b"ringcache-client";
+        let body = Writer::new()
+            .bytes(&proto::MAGIC)
+            .u32(proto::VERSION)
+            .u32(0)
+            .u16(name.len() as u16)
+            .bytes(name)
+            .finish();
+        let reply = c.call(Op::Hello, &body)?;
+        let mut r = Reader::new(&reply);
+        c.info = ServerInfo {
+            version: r.u32()?,
+            max_frame: r.u32()?,
+            max_inflight: r.u32()?,
+            max_data: r.u32()?,
+        };
+        Ok(c)
+    }
+
+    /// What the daemon said in its greeting.
+    pub fn server_info(&self) -> ServerInfo {
+        self.info
+    }
+
+    /// The underlying socket (for tests that misbehave on purpose).
+    pub fn stream(&mut self) -> &mut UnixStream {
+        &mut self.stream
+    }
+
+    /// Send a request without waiting; returns its id.
+    pub fn send(&mut self, op: Op, body: &[u8]) -> Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stream.write_all(&proto::frame(op as u16, id, body))?;
+        Ok(id)
+    }
+
+    fn read_frame(&mut self) -> Result<Frame> {
+        let mut head = [0u8; 16];
+        self.stream.read_exact(&mut head)?;
+        let h = proto::parse_header(&head)?;
+        let mut payload = vec![0u8; h.payload_len];
+        self.stream.read_exact(&mut payload)?;
+        Ok(Frame {
+            op: h.op,
+            id: h.id,
+            payload,
+        })
+    }
+
+    /// Wait for the reply to request `id`; returns its status and body.
+    pub fn recv(&mut self, id: u64) -> Result<(Status, Vec<u8>)> {
+        let f = loop {
+            if let Some(f) = self.early.remove(&id) {
+                break f;
+            }
+            let f = self.read_frame()?;
+            if f.op & EVENT == EVENT {
+                self.events.push_back(f);
+                continue;
+            }
+            if f.id == id {
+                break f;
+            }
+            self.early.insert(f.id, f);
+        };
+        if f.op & REPLY == 0 {
+            return Err(ClientError::Protocol(format!("frame op {:#x} is not a reply", f.op)));
+        }
+        let (st, rest) = status_of(&f.payload)?;
+        Ok((st, rest.to_vec()))
+    }
+
+    /// Send a request and wait for its reply; a status other than Ok is an
+    /// error.
+    pub fn call(&mut self, op: Op, body: &[u8]) -> Result<Vec<u8>> {
+        let id = self.send(op, body)?;
+        match self.recv(id)? {
+            (Status::Ok, b) => Ok(b),
+            (st, _) => Err(ClientError::Status(st)),
+        }
+    }
+
+    /// Events pushed by the daemon so far.
+    pub fn take_events(&mut self) -> Vec<Frame> {
+        self.events.drain(..).collect()
+    }
+
+    pub fn ping(&mut self) -> Result<()> {
+        self.call(Op::Ping, &[]).map(|_| ())
+    }
+
+    pub fn acquire_volume(&mut self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
+        let b = Writer::new()
+            .u16(key.len() as u16)
+            .u16(aux.len() as u16)
+            .bytes(key)
+            .bytes(aux)
+            .finish();
+        let r = self.call(Op::AcquireVolume, &b)?;
+        Ok(VolumeHandle(Reader::new(&r).u32()?))
+    }
+
+    pub fn relinquish_volume(&mut self, v: VolumeHandle, invalidate: bool) -> Result<()> {
+        let b = Writer::new().u32(v.0).u8(invalidate as u8).finish();
+        self.call(Op::RelinquishVolume, &b).map(|_| ())
+    }
+
+    pub fn acquire_cookie(&mut self, v: VolumeHandle, key: &[u8], aux: &[u8], size: u64) -> Result<CookieHandle> {
+        let b = Writer::new()
+            .u32(v.0)
+            .u16(key.len() as u16)
+            .u16(aux.len() as u16)
+            .u64(size)
+            .bytes(key)
+            .bytes(aux)
+            .finish();
+        let r = self.call(Op::AcquireCookie, &b)?;
+        Ok(CookieHandle(Reader::new(&r).u32()?))
+    }
+
+    pub fn relinquish_cookie(&mut self, c: CookieHandle, retire: bool) -> Result<()> {
+        let b = Writer::new().u32(c.0).u8(retire as u8).finish();
+        self.call(Op::RelinquishCookie, &b).map(|_| ())
+    }
+
+    pub fn use_cookie(&mut self, c: CookieHandle, will_modify: bool) -> Result<()> {
+        let b = Writer::new().u32(c.0).u8(will_modify as u8).finish();
+        self.call(Op::UseCookie, &b).map(|_| ())
+    }
+
+    pub fn unuse_cookie(&mut self, c: CookieHandle, aux: Option<&[u8]>, size: Option<u64>) -> Result<()> {
+        let flags = u8::from(aux.is_some()) | (u8::from(size.is_some()) << 1);
+        let aux = aux.unwrap_or(&[]);
+        let b = Writer::new()
+            .u32(c.0)
+            .u8(flags)
+            .u16(aux.len() as u16)
+            .u64(size.unwrap_or(0))
+            .bytes(aux)
+            .finish();
+        self.call(Op::UnuseCookie, &b).map(|_| ())
+    }
+
+    /// The body of a READ request.
+    pub fn read_request(c: CookieHandle, offset: u64, len: u32) -> Vec<u8> {
+        Writer::new().u32(c.0).u32(len).u64(offset).finish()
+    }
+
+    /// Decode a READ reply.
+    pub fn parse_read(status: Status, body: &[u8]) -> Result<ReadReply> {
+        match status {
+            Status::Ok => {}
+            Status::NoData => return Ok(ReadReply::NoData),
+            Status::Stale => return Ok(ReadReply::Stale),
+            st => return Err(ClientError::Status(st)),
+        }
+        let mut r = Reader::new(body);
+        let n = r.u32()? as usize;
+        let mut table = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let kind = r.u8()?;
+            let _ = r.u8()?;
+            let _ = r.u16()?;
+            let len = r.u32()?;
+            let offset = r.u64()?;
+            table.push((kind, len, offset));
+        }
+        let mut segs = Vec::with_capacity(table.len());
+        for (kind, len, offset) in table {
+            if kind == SEG_DATA {
+                segs.push(ReadSegment::Data {
+                    offset,
+                    data: r.bytes(len as usize)?.to_vec(),
+                });
+            } else {
+                segs.push(ReadSegment::Hole {
+                    offset,
+                    len: u64::from(len),
+                });
+            }
+        }
+        r.end()?;
+        Ok(ReadReply::Data(segs))
+    }
+
+    pub fn read(&mut self, c: CookieHandle, offset: u64, len: u32) -> Result<ReadReply> {
+        let id = self.send(Op::Read, &Self::read_request(c, offset, len))?;
+        let (st, body) = self.recv(id)?;
+        Self::parse_read(st, &body)
+    }
+
+    /// Write; `Ok(Status::Ok)` when cached, `Ok(Dropped | Stale)` when not.
+    pub fn write(&mut self, c: CookieHandle, offset: u64, data: &[u8]) -> Result<Status> {
+        let b = Writer::new().u32(c.0).u32(data.len() as u32).u64(offset).bytes(data).finish();
+        let id = self.send(Op::Write, &b)?;
+        match self.recv(id)? {
+            (st @ (Status::Ok | Status::Dropped | Status::Stale), _) => Ok(st),
+            (st, _) => Err(ClientError::Status(st)),
+        }
+    }
+
+    pub fn prepare_to_write(&mut self, c: CookieHandle) -> Result<()> {
+        self.call(Op::PrepareToWrite, &Writer::new().u32(c.0).finish()).map(|_| ())
+    }
+
+    pub fn invalidate(&mut self, c: CookieHandle, aux: &[u8], size: u64) -> Result<()> {
+        let b = Writer::new().u32(c.0).u16(aux.len() as u16).u16(0).u64(size).bytes(aux).finish();
+        self.call(Op::Invalidate, &b).map(|_| ())
+    }
+
+    pub fn resize(&mut self, c: CookieHandle, size: u64) -> Result<()> {
+        let b = Writer::new().u32(c.0).u32(0).u64(size).finish();
+        self.call(Op::Resize, &b).map(|_| ())
+    }
+
+    pub fn query_occupancy(&mut self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {
+        let r = self.call(Op::QueryOccupancy, &Writer::new().u32(c.0).finish())?;
+        let mut rd = Reader::new(&r);
+        let n = rd.u32()? as usize;
+        let mut v = Vec::with_capacity(n.min(4096));
+        for _ in 0..n {
+            v.push((rd.u64()?, rd.u64()?));
+        }
+        rd.end()?;
+        Ok(v)
+    }
+
+    /// The daemon's counters as (name, value).
+    pub fn stats(&mut self) -> Result<Vec<(String, u64)>> {
+        let r = self.call(Op::Stats, &[])?;
+        let mut rd = Reader::new(&r);
+        let n = rd.u32()? as usize;
+        let mut v = Vec::with_capacity(n.min(4096));
+        for _ in 0..n {
+            let l = rd.u8()? as usize;
+            let name = String::from_utf8_lossy(rd.bytes(l)?).into_owned();
+            v.push((name, rd.u64()?));
+        }
+        rd.end()?;
+        Ok(v)
+    }
+}
