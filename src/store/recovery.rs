@@ -68,6 +68,8 @@ pub struct RecoveryReport {
     pub reset: Option<String>,
     /// Regions whose header did not match their extents (their data dropped).
     pub regions_dropped: u32,
+    /// Which regions those were, in index order (for fsck).
+    pub dropped_regions: Vec<u32>,
     /// Objects marked dirty (modified locally when the cache went down).
     pub dirty_objects: u64,
 }
@@ -398,6 +400,7 @@ pub fn load(engine: &dyn IoEngine) -> Result<Loaded> {
         if live && seq != Some(region_seq) {
             ix.evict_region_extents(r as u32);
             report.regions_dropped += 1;
+            report.dropped_regions.push(r as u32);
         }
     }
     ix.next_region_seq = ix.next_region_seq.max(max_header_seq + 1);

@@ -1,13 +1,27 @@
 //! `ringcache`: the admin tool.
+//!
+//! `format` creates a cache; `inspect` and `fsck` read one offline
+//! (read-only, under a shared lock that a running daemon's exclusive lock
+//! excludes). docs/TOOLS.md documents the commands, their exit codes and
+//! the JSON each one prints with `--json`.
 
-use std::path::PathBuf;
+mod device;
+mod fsck;
+mod guard;
+mod inspect;
+mod text;
 
-use anyhow::{Context, Result, bail};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use ringcache::io::{self, EngineKind, OpenOptions};
 use ringcache::store::{FormatOptions, format};
 use ringcache::util::{create_backing_file, parse_size};
 use ringcache_ondisk::superblock::GeometryParams;
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(name = "ringcache", version, about = "Administer ringcache caches")]
@@ -35,52 +49,221 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Show what an offline cache holds, as recovery would load it
+    /// (read-only). Without a view: a summary.
+    Inspect {
+        /// Cache file or block device (not in use by a daemon).
+        device: PathBuf,
+        /// Print JSON (schema in docs/TOOLS.md) instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        view: Option<View>,
+    },
+    /// Verify every checksum and the index of an offline cache
+    /// (read-only). Exit 0: clean; 1: damage found; 2: could not run.
+    Fsck {
+        /// Cache file or block device (not in use by a daemon).
+        device: PathBuf,
+        /// Print the report as JSON (schema in docs/TOOLS.md).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn main() -> Result<()> {
+#[derive(Subcommand)]
+enum View {
+    /// Every volume, with its objects and bytes.
+    Volumes,
+    /// Every object (of one volume with --volume).
+    Objects {
+        /// Only the objects of the volume with this key (text, or hex:...).
+        #[arg(long)]
+        volume: Option<String>,
+    },
+    /// One object: coherency data, size, generation, extents.
+    Object {
+        /// The volume's key (text, or hex:... for binary keys).
+        volume: String,
+        /// The object's key (text, or hex:... for binary keys).
+        key: String,
+    },
+    /// Every region: seq, state, live bytes, header.
+    Regions,
+    /// One region: its header fields and the extents it holds.
+    Region {
+        /// Region index.
+        index: u32,
+    },
+}
+
+/// Exit code of inspect or fsck when they could not run.
+const EXIT_FAILED: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // inspect and fsck report everything they find themselves; the I/O
+    // layer's warnings (e.g. O_DIRECT refused, which does not matter to a
+    // memory map) would only clutter their output.
+    let default_filter = match cli.cmd {
+        Cmd::Format { .. } => "warn",
+        Cmd::Inspect { .. } | Cmd::Fsck { .. } => "error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Inspect { device, json, view } => match run_inspect(&device, json, view) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringcache inspect: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Cmd::Fsck { device, json } => run_fsck(&device, json),
         Cmd::Format {
             path,
             size,
             tag,
             region_size,
             force,
-        } => {
-            let is_block = std::fs::metadata(&path)
-                .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
-                .unwrap_or(false);
-            if !is_block {
-                let Some(size) = size else {
-                    if path.exists() {
-                        return format_existing(&path, tag, region_size, force);
-                    }
-                    bail!(
-                        "{} does not exist: give --size to create a cache file",
-                        path.display()
-                    );
-                };
-                create_backing_file(&path, size)
-                    .with_context(|| format!("creating {}", path.display()))?;
+        } => match run_format(&path, size, tag, region_size, force) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
             }
-            format_existing(&path, tag, region_size, force)
+        },
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Open `path` and load its index as recovery would, writing nothing.
+fn open_and_load(path: &Path) -> Result<(device::Device, ringcache::store::Loaded)> {
+    let dev = device::Device::open(path)?;
+    let loaded = guard::catch(|| ringcache::store::load(&dev))
+        .map_err(|why| {
+            anyhow!("the store's loader failed on this image ({why}); this is a bug in ringcache")
+        })?
+        .with_context(|| format!("cannot load the cache on {}", path.display()))?;
+    Ok((dev, loaded))
+}
+
+fn run_inspect(path: &Path, json: bool, view: Option<View>) -> Result<()> {
+    let (dev, loaded) = open_and_load(path)?;
+    match view {
+        None => {
+            let s = inspect::summary(&dev, &loaded);
+            if json {
+                print_json(&s)
+            } else {
+                print!("{}", inspect::render_summary(&s));
+                Ok(())
+            }
+        }
+        Some(View::Volumes) => {
+            let v = inspect::volumes(&loaded);
+            if json {
+                print_json(&v)
+            } else {
+                print!("{}", inspect::render_volumes(&v));
+                Ok(())
+            }
+        }
+        Some(View::Objects { volume }) => {
+            let v = inspect::objects(&loaded, volume.as_deref())?;
+            if json {
+                print_json(&v)
+            } else {
+                print!("{}", inspect::render_objects(&v));
+                Ok(())
+            }
+        }
+        Some(View::Object { volume, key }) => {
+            let d = inspect::object(&loaded, &volume, &key)?;
+            if json {
+                print_json(&d)
+            } else {
+                print!("{}", inspect::render_object(&d));
+                Ok(())
+            }
+        }
+        Some(View::Regions) => {
+            let v = inspect::regions(&dev, &loaded);
+            if json {
+                print_json(&v)
+            } else {
+                print!("{}", inspect::render_regions(&v));
+                Ok(())
+            }
+        }
+        Some(View::Region { index }) => {
+            let d = inspect::region(&dev, &loaded, index)?;
+            if json {
+                print_json(&d)
+            } else {
+                print!("{}", inspect::render_region(&d));
+                Ok(())
+            }
         }
     }
 }
 
-fn format_existing(
-    path: &std::path::Path,
+fn run_fsck(path: &Path, json: bool) -> ExitCode {
+    let name = path.display().to_string();
+    let report = match device::Device::open(path) {
+        Ok(dev) => fsck::run(&name, &dev, std::io::stderr().is_terminal()),
+        Err(e) => fsck::Report::failed(&name, e.to_string()),
+    };
+    if let Some(why) = &report.failure {
+        eprintln!("ringcache fsck: {why}");
+    }
+    if json {
+        if let Err(e) = print_json(&report) {
+            eprintln!("ringcache fsck: {e:#}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    ExitCode::from(report.exit_code as u8)
+}
+
+fn run_format(
+    path: &Path,
+    size: Option<u64>,
     tag: String,
     region_size: Option<u64>,
     force: bool,
 ) -> Result<()> {
+    let is_block = std::fs::metadata(path)
+        .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+        .unwrap_or(false);
+    if !is_block {
+        let Some(size) = size else {
+            if path.exists() {
+                return format_existing(path, tag, region_size, force);
+            }
+            bail!(
+                "{} does not exist: give --size to create a cache file",
+                path.display()
+            );
+        };
+        create_backing_file(path, size).with_context(|| format!("creating {}", path.display()))?;
+    }
+    format_existing(path, tag, region_size, force)
+}
+
+fn format_existing(path: &Path, tag: String, region_size: Option<u64>, force: bool) -> Result<()> {
     let engine = io::open(
         path,
         &OpenOptions {
