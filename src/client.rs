@@ -169,7 +169,10 @@ impl Client {
             self.early.insert(f.id, f);
         };
         if f.op & REPLY == 0 {
-            return Err(ClientError::Protocol(format!("frame op {:#x} is not a reply", f.op)));
+            return Err(ClientError::Protocol(format!(
+                "frame op {:#x} is not a reply",
+                f.op
+            )));
         }
         let (st, rest) = status_of(&f.payload)?;
         Ok((st, rest.to_vec()))
@@ -210,7 +213,13 @@ impl Client {
         self.call(Op::RelinquishVolume, &b).map(|_| ())
     }
 
-    pub fn acquire_cookie(&mut self, v: VolumeHandle, key: &[u8], aux: &[u8], size: u64) -> Result<CookieHandle> {
+    pub fn acquire_cookie(
+        &mut self,
+        v: VolumeHandle,
+        key: &[u8],
+        aux: &[u8],
+        size: u64,
+    ) -> Result<CookieHandle> {
         let b = Writer::new()
             .u32(v.0)
             .u16(key.len() as u16)
@@ -233,7 +242,12 @@ impl Client {
         self.call(Op::UseCookie, &b).map(|_| ())
     }
 
-    pub fn unuse_cookie(&mut self, c: CookieHandle, aux: Option<&[u8]>, size: Option<u64>) -> Result<()> {
+    pub fn unuse_cookie(
+        &mut self,
+        c: CookieHandle,
+        aux: Option<&[u8]>,
+        size: Option<u64>,
+    ) -> Result<()> {
         let flags = u8::from(aux.is_some()) | (u8::from(size.is_some()) << 1);
         let aux = aux.unwrap_or(&[]);
         let b = Writer::new()
@@ -296,7 +310,12 @@ impl Client {
 
     /// Write; `Ok(Status::Ok)` when cached, `Ok(Dropped | Stale)` when not.
     pub fn write(&mut self, c: CookieHandle, offset: u64, data: &[u8]) -> Result<Status> {
-        let b = Writer::new().u32(c.0).u32(data.len() as u32).u64(offset).bytes(data).finish();
+        let b = Writer::new()
+            .u32(c.0)
+            .u32(data.len() as u32)
+            .u64(offset)
+            .bytes(data)
+            .finish();
         let id = self.send(Op::Write, &b)?;
         match self.recv(id)? {
             (st @ (Status::Ok | Status::Dropped | Status::Stale), _) => Ok(st),
@@ -305,11 +324,18 @@ impl Client {
     }
 
     pub fn prepare_to_write(&mut self, c: CookieHandle) -> Result<()> {
-        self.call(Op::PrepareToWrite, &Writer::new().u32(c.0).finish()).map(|_| ())
+        self.call(Op::PrepareToWrite, &Writer::new().u32(c.0).finish())
+            .map(|_| ())
     }
 
     pub fn invalidate(&mut self, c: CookieHandle, aux: &[u8], size: u64) -> Result<()> {
-        let b = Writer::new().u32(c.0).u16(aux.len() as u16).u16(0).u64(size).bytes(aux).finish();
+        let b = Writer::new()
+            .u32(c.0)
+            .u16(aux.len() as u16)
+            .u16(0)
+            .u64(size)
+            .bytes(aux)
+            .finish();
         self.call(Op::Invalidate, &b).map(|_| ())
     }
 

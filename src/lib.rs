@@ -6,6 +6,7 @@
 //! - [`daemon`]: `ringcached`, the cache as a service on a Unix socket.
 //! - [`proto`] and [`client`]: the socket protocol and its client library.
 #![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod client;
 pub mod cookie;

@@ -235,10 +235,14 @@ impl<'a> Reader<'a> {
     }
     /// The next `n` bytes.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(ProtoError::Short {
-            at: self.at,
-            need: n,
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(ProtoError::Short {
+                at: self.at,
+                need: n,
+            })?;
         let s = &self.buf[self.at..end];
         self.at = end;
         Ok(s)
@@ -291,7 +295,10 @@ mod tests {
         assert_eq!((h.op, h.id, h.payload_len), (15, 42, 3));
         let mut bad = f.clone();
         bad[..4].copy_from_slice(&11u32.to_le_bytes());
-        assert_eq!(parse_header(bad[..16].try_into().unwrap()), Err(ProtoError::FrameLength(11)));
+        assert_eq!(
+            parse_header(bad[..16].try_into().unwrap()),
+            Err(ProtoError::FrameLength(11))
+        );
         bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse_header(bad[..16].try_into().unwrap()).is_err());
     }
@@ -301,7 +308,13 @@ mod tests {
         let mut r = Reader::new(&[1, 0, 0]);
         assert_eq!(r.u16(), Ok(1));
         assert_eq!(r.u16(), Err(ProtoError::Short { at: 2, need: 2 }));
-        assert_eq!(r.bytes(usize::MAX).map(|_| ()), Err(ProtoError::Short { at: 2, need: usize::MAX }));
+        assert_eq!(
+            r.bytes(usize::MAX).map(|_| ()),
+            Err(ProtoError::Short {
+                at: 2,
+                need: usize::MAX
+            })
+        );
         assert_eq!(r.end(), Err(ProtoError::Trailing(1)));
     }
 }

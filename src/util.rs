@@ -22,10 +22,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Create (or extend) a sparse backing file of `bytes` for a file-backed cache.
 pub fn create_backing_file(path: &std::path::Path, bytes: u64) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
     }
     let f = std::fs::OpenOptions::new()
         .create(true)

@@ -228,10 +228,10 @@ fn run(seed: u64) -> Result<(), String> {
                 }
                 if retire {
                     m.stored.remove(&k);
-                } else if lc.bound {
-                    if let Some(s) = m.stored.get_mut(&k) {
-                        s.aux = lc.aux.clone();
-                    }
+                } else if lc.bound
+                    && let Some(s) = m.stored.get_mut(&k)
+                {
+                    s.aux = lc.aux.clone();
                 }
             }
         }

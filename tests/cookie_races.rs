@@ -388,10 +388,10 @@ fn invalidation_racing_reads_and_writes_never_returns_old_data() {
                     let want = op.inval_counter() as u8;
                     if let Ok(ReadOutcome::Data(segs)) = op.read(0, 16384) {
                         for s in segs {
-                            if let Segment::Data { data, .. } = s {
-                                if data.iter().any(|&x| x != want) {
-                                    seen.fetch_add(1, Ordering::SeqCst);
-                                }
+                            if let Segment::Data { data, .. } = s
+                                && data.iter().any(|&x| x != want)
+                            {
+                                seen.fetch_add(1, Ordering::SeqCst);
                             }
                         }
                     }

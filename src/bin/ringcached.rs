@@ -36,7 +36,8 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let mut cfg = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             let base = path.parent().map(PathBuf::from).unwrap_or_default();
             Config::parse(&text, &base).with_context(|| format!("in {}", path.display()))?
         }

@@ -569,10 +569,7 @@ impl Fscache {
         });
         let hkey = (volume.id, key.to_vec());
         let mut t = self.tables();
-        loop {
-            let Some(old) = t.cookies.get(&hkey).cloned() else {
-                break;
-            };
+        while let Some(old) = t.cookies.get(&hkey).cloned() {
             let st = old.state();
             if matches!(st, S::Relinquishing | S::Dropped) || old.lock().do_relinquish {
                 // Wait for the old one to be dropped: it may be deleting the
@@ -640,10 +637,10 @@ impl Fscache {
     /// The last user puts it on the LRU.
     pub fn unuse_cookie(&self, cookie: &Arc<Cookie>, aux: Option<&[u8]>, size: Option<u64>) {
         let mut g = cookie.lock();
-        if let Some(a) = aux {
-            if a.len() <= ringcache_ondisk::AUX_MAX {
-                g.aux = a.to_vec();
-            }
+        if let Some(a) = aux
+            && a.len() <= ringcache_ondisk::AUX_MAX
+        {
+            g.aux = a.to_vec();
         }
         if let Some(s) = size {
             g.size = s;

@@ -82,7 +82,8 @@ impl Config {
             return uid == self_uid || uid == 0;
         }
         self.access.iter().any(|r| {
-            r.volume.as_deref().is_none_or(|v| v == key) && (r.uids.contains(&uid) || r.gids.contains(&gid))
+            r.volume.as_deref().is_none_or(|v| v == key)
+                && (r.uids.contains(&uid) || r.gids.contains(&gid))
         })
     }
 
@@ -166,15 +167,18 @@ impl Config {
                         gids: Vec::new(),
                     };
                     for p in parts {
-                        let (k, list) = p
-                            .split_once('=')
-                            .ok_or_else(|| err(format!("{p:?}: expected uid=N,... or gid=N,...")))?;
+                        let (k, list) = p.split_once('=').ok_or_else(|| {
+                            err(format!("{p:?}: expected uid=N,... or gid=N,..."))
+                        })?;
                         let ids: Result<Vec<u32>, _> = list.split(',').map(str::parse).collect();
-                        let ids = ids.map_err(|_| err(format!("{list:?} is not a list of numeric ids")))?;
+                        let ids =
+                            ids.map_err(|_| err(format!("{list:?} is not a list of numeric ids")))?;
                         match k {
                             "uid" => rule.uids.extend(ids),
                             "gid" => rule.gids.extend(ids),
-                            other => return Err(err(format!("unknown selector {other:?} (uid or gid)"))),
+                            other => {
+                                return Err(err(format!("unknown selector {other:?} (uid or gid)")));
+                            }
                         }
                     }
                     if rule.uids.is_empty() && rule.gids.is_empty() {

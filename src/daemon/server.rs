@@ -13,7 +13,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::{Config, FRAME_TIMEOUT, MAX_INFLIGHT, MAX_INFLIGHT_BYTES};
-use crate::cookie::{CacheError, Cookie, Fscache, FscacheConfig, ReadOutcome, Volume, WriteOutcome};
+use crate::cookie::{
+    CacheError, Cookie, Fscache, FscacheConfig, ReadOutcome, Volume, WriteOutcome,
+};
 use crate::io::{self, OpenOptions};
 use crate::proto::{self, Op, ProtoError, REPLY, Reader, SEG_DATA, SEG_HOLE, Status, Writer};
 use crate::store::{FormatOptions, Segment, Store, StoreConfig, StoreError, format};
@@ -24,12 +26,15 @@ pub struct Daemon {
     store: Arc<Store>,
     cache: Arc<Fscache>,
     /// Volumes acquired by any connection: key -> (volume, connections).
-    volumes: Mutex<HashMap<Vec<u8>, (Arc<Volume>, u32)>>,
+    volumes: Mutex<HashMap<Vec<u8>, SharedVolume>>,
     self_uid: u32,
     connections: AtomicU64,
     requests: AtomicU64,
     bad_frames: AtomicU64,
 }
+
+/// A volume shared by connections: the volume and how many hold it.
+type SharedVolume = (Arc<Volume>, u32);
 
 /// Ask a running daemon to shut down cleanly.
 #[derive(Clone)]
@@ -118,12 +123,12 @@ impl Daemon {
     /// Open (creating and formatting on first use) the cache of `cfg`.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<Daemon>> {
         let mut fresh = false;
-        if let Some(bytes) = cfg.create_bytes {
-            if !cfg.device.exists() {
-                crate::util::create_backing_file(&cfg.device, bytes)
-                    .with_context(|| format!("creating {}", cfg.device.display()))?;
-                fresh = true;
-            }
+        if let Some(bytes) = cfg.create_bytes
+            && !cfg.device.exists()
+        {
+            crate::util::create_backing_file(&cfg.device, bytes)
+                .with_context(|| format!("creating {}", cfg.device.display()))?;
+            fresh = true;
         }
         let engine = io::open(
             &cfg.device,
@@ -212,9 +217,18 @@ impl Daemon {
         ] {
             v.push((format!("space.{k}"), n));
         }
-        v.push(("daemon.connections".into(), self.connections.load(Ordering::Relaxed)));
-        v.push(("daemon.requests".into(), self.requests.load(Ordering::Relaxed)));
-        v.push(("daemon.bad_frames".into(), self.bad_frames.load(Ordering::Relaxed)));
+        v.push((
+            "daemon.connections".into(),
+            self.connections.load(Ordering::Relaxed),
+        ));
+        v.push((
+            "daemon.requests".into(),
+            self.requests.load(Ordering::Relaxed),
+        ));
+        v.push((
+            "daemon.bad_frames".into(),
+            self.bad_frames.load(Ordering::Relaxed),
+        ));
         v
     }
 
@@ -230,236 +244,256 @@ impl Daemon {
     /// Handle one request (blocking).
     fn handle(&self, conn: &Mutex<Conn>, peer: &Peer, op: Op, payload: &[u8]) -> Reply {
         let mut r = Reader::new(payload);
-        let res: Result<Reply, Reply> = (|| {
-            match op {
-                Op::Hello => Err(Reply::status(Status::BadRequest)),
-                Op::Ping => {
-                    r.end().map_err(bad)?;
-                    Ok(Reply::ok(Writer::new()))
+        let res: Result<Reply, Reply> = (|| match op {
+            Op::Hello => Err(Reply::status(Status::BadRequest)),
+            Op::Ping => {
+                r.end().map_err(bad)?;
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::Stats => {
+                r.end().map_err(bad)?;
+                let stats = self.stats();
+                let mut w = Writer::new().u32(stats.len() as u32);
+                for (k, v) in stats {
+                    w = w.u8(k.len() as u8).bytes(k.as_bytes()).u64(v);
                 }
-                Op::Stats => {
-                    r.end().map_err(bad)?;
-                    let stats = self.stats();
-                    let mut w = Writer::new().u32(stats.len() as u32);
-                    for (k, v) in stats {
-                        w = w.u8(k.len() as u8).bytes(k.as_bytes()).u64(v);
+                Ok(Reply::ok(w))
+            }
+            Op::AcquireVolume => {
+                let key_len = r.u16().map_err(bad)? as usize;
+                let aux_len = r.u16().map_err(bad)? as usize;
+                let key = r.bytes(key_len).map_err(bad)?;
+                let aux = r.bytes(aux_len).map_err(bad)?;
+                r.end().map_err(bad)?;
+                let key_str =
+                    std::str::from_utf8(key).map_err(|_| Reply::status(Status::Invalid))?;
+                if key.is_empty() || key.len() > ringcache_ondisk::VOLUME_KEY_MAX {
+                    return Err(Reply::status(Status::Invalid));
+                }
+                if !self.cfg.allows(key_str, peer.uid, peer.gid, self.self_uid) {
+                    tracing::warn!(uid = peer.uid, volume = key_str, "volume access denied");
+                    return Err(Reply::status(Status::Denied));
+                }
+                {
+                    let mut vols = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((_, n)) = vols.get_mut(key) {
+                        *n += 1;
+                    } else {
+                        let v = self
+                            .cache
+                            .acquire_volume(key_str, aux)
+                            .map_err(|e| Reply::status(from_cache_error(&e)))?;
+                        vols.insert(key.to_vec(), (v, 1));
                     }
-                    Ok(Reply::ok(w))
                 }
-                Op::AcquireVolume => {
-                    let key_len = r.u16().map_err(bad)? as usize;
-                    let aux_len = r.u16().map_err(bad)? as usize;
-                    let key = r.bytes(key_len).map_err(bad)?;
-                    let aux = r.bytes(aux_len).map_err(bad)?;
-                    r.end().map_err(bad)?;
-                    let key_str = std::str::from_utf8(key).map_err(|_| Reply::status(Status::Invalid))?;
-                    if key.is_empty() || key.len() > ringcache_ondisk::VOLUME_KEY_MAX {
+                let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let h = c.handle();
+                c.volumes.insert(h, key.to_vec());
+                Ok(Reply::ok(Writer::new().u32(h)))
+            }
+            Op::RelinquishVolume => {
+                let h = r.u32().map_err(bad)?;
+                let invalidate = r.u8().map_err(bad)? != 0;
+                r.end().map_err(bad)?;
+                let key = {
+                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    if c.cookies.values().any(|e| e.volume == h) {
+                        return Err(Reply::status(Status::Busy));
+                    }
+                    c.volumes
+                        .remove(&h)
+                        .ok_or(Reply::status(Status::BadHandle))?
+                };
+                self.release_volume(&key, invalidate);
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::AcquireCookie => {
+                let vh = r.u32().map_err(bad)?;
+                let key_len = r.u16().map_err(bad)? as usize;
+                let aux_len = r.u16().map_err(bad)? as usize;
+                let size = r.u64().map_err(bad)?;
+                let key = r.bytes(key_len).map_err(bad)?;
+                let aux = r.bytes(aux_len).map_err(bad)?;
+                r.end().map_err(bad)?;
+                let vkey = {
+                    let c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    c.volumes
+                        .get(&vh)
+                        .cloned()
+                        .ok_or(Reply::status(Status::BadHandle))?
+                };
+                let vol = {
+                    let vols = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
+                    vols.get(&vkey)
+                        .map(|(v, _)| v.clone())
+                        .ok_or(Reply::status(Status::BadHandle))?
+                };
+                let cookie = self
+                    .cache
+                    .acquire_cookie(&vol, key, aux, size)
+                    .map_err(|e| Reply::status(from_cache_error(&e)))?;
+                let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let h = c.handle();
+                c.cookies.insert(
+                    h,
+                    CookieEntry {
+                        cookie,
+                        volume: vh,
+                        uses: 0,
+                    },
+                );
+                Ok(Reply::ok(Writer::new().u32(h)))
+            }
+            Op::RelinquishCookie => {
+                let h = r.u32().map_err(bad)?;
+                let retire = r.u8().map_err(bad)? != 0;
+                r.end().map_err(bad)?;
+                let e = {
+                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    c.cookies
+                        .remove(&h)
+                        .ok_or(Reply::status(Status::BadHandle))?
+                };
+                for _ in 0..e.uses {
+                    self.cache.unuse_cookie(&e.cookie, None, None);
+                }
+                self.cache.relinquish_cookie(&e.cookie, retire);
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::UseCookie => {
+                let h = r.u32().map_err(bad)?;
+                let will_modify = r.u8().map_err(bad)? != 0;
+                r.end().map_err(bad)?;
+                let cookie = {
+                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    let e = c
+                        .cookies
+                        .get_mut(&h)
+                        .ok_or(Reply::status(Status::BadHandle))?;
+                    e.uses += 1;
+                    e.cookie.clone()
+                };
+                self.cache.use_cookie(&cookie, will_modify);
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::UnuseCookie => {
+                let h = r.u32().map_err(bad)?;
+                let flags = r.u8().map_err(bad)?;
+                let aux_len = r.u16().map_err(bad)? as usize;
+                let size = r.u64().map_err(bad)?;
+                let aux = r.bytes(aux_len).map_err(bad)?;
+                r.end().map_err(bad)?;
+                if aux.len() > ringcache_ondisk::AUX_MAX {
+                    return Err(Reply::status(Status::Invalid));
+                }
+                let cookie = {
+                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    let e = c
+                        .cookies
+                        .get_mut(&h)
+                        .ok_or(Reply::status(Status::BadHandle))?;
+                    if e.uses == 0 {
                         return Err(Reply::status(Status::Invalid));
                     }
-                    if !self.cfg.allows(key_str, peer.uid, peer.gid, self.self_uid) {
-                        tracing::warn!(uid = peer.uid, volume = key_str, "volume access denied");
-                        return Err(Reply::status(Status::Denied));
-                    }
-                    {
-                        let mut vols = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Some((_, n)) = vols.get_mut(key) {
-                            *n += 1;
-                        } else {
-                            let v = self
-                                .cache
-                                .acquire_volume(key_str, aux)
-                                .map_err(|e| Reply::status(from_cache_error(&e)))?;
-                            vols.insert(key.to_vec(), (v, 1));
+                    e.uses -= 1;
+                    e.cookie.clone()
+                };
+                self.cache.unuse_cookie(
+                    &cookie,
+                    (flags & 1 != 0).then_some(aux),
+                    (flags & 2 != 0).then_some(size),
+                );
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::Read => {
+                let cookie = Self::cookie_of(conn, &mut r)?;
+                let len = r.u32().map_err(bad)? as u64;
+                let offset = r.u64().map_err(bad)?;
+                r.end().map_err(bad)?;
+                if len as usize > proto::MAX_DATA || offset.checked_add(len).is_none() {
+                    return Err(Reply::status(Status::Range));
+                }
+                let opn = self.cache.begin_operation(&cookie, false);
+                match opn.read(offset, len) {
+                    Ok(ReadOutcome::Data(segs)) => {
+                        let mut w = Writer::new().u32(segs.len() as u32);
+                        for s in &segs {
+                            let kind = if matches!(s, Segment::Data { .. }) {
+                                SEG_DATA
+                            } else {
+                                SEG_HOLE
+                            };
+                            w = w.u8(kind).u8(0).u16(0).u32(s.len() as u32).u64(s.offset());
                         }
-                    }
-                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                    let h = c.handle();
-                    c.volumes.insert(h, key.to_vec());
-                    Ok(Reply::ok(Writer::new().u32(h)))
-                }
-                Op::RelinquishVolume => {
-                    let h = r.u32().map_err(bad)?;
-                    let invalidate = r.u8().map_err(bad)? != 0;
-                    r.end().map_err(bad)?;
-                    let key = {
-                        let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                        if c.cookies.values().any(|e| e.volume == h) {
-                            return Err(Reply::status(Status::Busy));
-                        }
-                        c.volumes.remove(&h).ok_or(Reply::status(Status::BadHandle))?
-                    };
-                    self.release_volume(&key, invalidate);
-                    Ok(Reply::ok(Writer::new()))
-                }
-                Op::AcquireCookie => {
-                    let vh = r.u32().map_err(bad)?;
-                    let key_len = r.u16().map_err(bad)? as usize;
-                    let aux_len = r.u16().map_err(bad)? as usize;
-                    let size = r.u64().map_err(bad)?;
-                    let key = r.bytes(key_len).map_err(bad)?;
-                    let aux = r.bytes(aux_len).map_err(bad)?;
-                    r.end().map_err(bad)?;
-                    let vkey = {
-                        let c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                        c.volumes.get(&vh).cloned().ok_or(Reply::status(Status::BadHandle))?
-                    };
-                    let vol = {
-                        let vols = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
-                        vols.get(&vkey).map(|(v, _)| v.clone()).ok_or(Reply::status(Status::BadHandle))?
-                    };
-                    let cookie = self
-                        .cache
-                        .acquire_cookie(&vol, key, aux, size)
-                        .map_err(|e| Reply::status(from_cache_error(&e)))?;
-                    let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                    let h = c.handle();
-                    c.cookies.insert(
-                        h,
-                        CookieEntry {
-                            cookie,
-                            volume: vh,
-                            uses: 0,
-                        },
-                    );
-                    Ok(Reply::ok(Writer::new().u32(h)))
-                }
-                Op::RelinquishCookie => {
-                    let h = r.u32().map_err(bad)?;
-                    let retire = r.u8().map_err(bad)? != 0;
-                    r.end().map_err(bad)?;
-                    let e = {
-                        let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                        c.cookies.remove(&h).ok_or(Reply::status(Status::BadHandle))?
-                    };
-                    for _ in 0..e.uses {
-                        self.cache.unuse_cookie(&e.cookie, None, None);
-                    }
-                    self.cache.relinquish_cookie(&e.cookie, retire);
-                    Ok(Reply::ok(Writer::new()))
-                }
-                Op::UseCookie => {
-                    let h = r.u32().map_err(bad)?;
-                    let will_modify = r.u8().map_err(bad)? != 0;
-                    r.end().map_err(bad)?;
-                    let cookie = {
-                        let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                        let e = c.cookies.get_mut(&h).ok_or(Reply::status(Status::BadHandle))?;
-                        e.uses += 1;
-                        e.cookie.clone()
-                    };
-                    self.cache.use_cookie(&cookie, will_modify);
-                    Ok(Reply::ok(Writer::new()))
-                }
-                Op::UnuseCookie => {
-                    let h = r.u32().map_err(bad)?;
-                    let flags = r.u8().map_err(bad)?;
-                    let aux_len = r.u16().map_err(bad)? as usize;
-                    let size = r.u64().map_err(bad)?;
-                    let aux = r.bytes(aux_len).map_err(bad)?;
-                    r.end().map_err(bad)?;
-                    if aux.len() > ringcache_ondisk::AUX_MAX {
-                        return Err(Reply::status(Status::Invalid));
-                    }
-                    let cookie = {
-                        let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-                        let e = c.cookies.get_mut(&h).ok_or(Reply::status(Status::BadHandle))?;
-                        if e.uses == 0 {
-                            return Err(Reply::status(Status::Invalid));
-                        }
-                        e.uses -= 1;
-                        e.cookie.clone()
-                    };
-                    self.cache.unuse_cookie(
-                        &cookie,
-                        (flags & 1 != 0).then_some(aux),
-                        (flags & 2 != 0).then_some(size),
-                    );
-                    Ok(Reply::ok(Writer::new()))
-                }
-                Op::Read => {
-                    let cookie = Self::cookie_of(conn, &mut r)?;
-                    let len = r.u32().map_err(bad)? as u64;
-                    let offset = r.u64().map_err(bad)?;
-                    r.end().map_err(bad)?;
-                    if len as usize > proto::MAX_DATA || offset.checked_add(len).is_none() {
-                        return Err(Reply::status(Status::Range));
-                    }
-                    let opn = self.cache.begin_operation(&cookie, false);
-                    match opn.read(offset, len) {
-                        Ok(ReadOutcome::Data(segs)) => {
-                            let mut w = Writer::new().u32(segs.len() as u32);
-                            for s in &segs {
-                                let kind = if matches!(s, Segment::Data { .. }) { SEG_DATA } else { SEG_HOLE };
-                                w = w.u8(kind).u8(0).u16(0).u32(s.len() as u32).u64(s.offset());
+                        for s in &segs {
+                            if let Segment::Data { data, .. } = s {
+                                w = w.bytes(data);
                             }
-                            for s in &segs {
-                                if let Segment::Data { data, .. } = s {
-                                    w = w.bytes(data);
-                                }
-                            }
-                            Ok(Reply::ok(w))
                         }
-                        Ok(ReadOutcome::NoData) => Err(Reply::status(Status::NoData)),
-                        Ok(ReadOutcome::Stale) => Err(Reply::status(Status::Stale)),
-                        Err(e) => Err(Reply::status(from_cache_error(&e))),
+                        Ok(Reply::ok(w))
                     }
+                    Ok(ReadOutcome::NoData) => Err(Reply::status(Status::NoData)),
+                    Ok(ReadOutcome::Stale) => Err(Reply::status(Status::Stale)),
+                    Err(e) => Err(Reply::status(from_cache_error(&e))),
                 }
-                Op::Write => {
-                    let cookie = Self::cookie_of(conn, &mut r)?;
-                    let len = r.u32().map_err(bad)? as usize;
-                    let offset = r.u64().map_err(bad)?;
-                    let data = r.bytes(len).map_err(bad)?;
-                    r.end().map_err(bad)?;
-                    if offset.checked_add(len as u64).is_none() {
-                        return Err(Reply::status(Status::Range));
-                    }
-                    let opn = self.cache.begin_operation(&cookie, true);
-                    match opn.write(offset, data) {
-                        Ok(WriteOutcome::Written) => Ok(Reply::ok(Writer::new())),
-                        Ok(WriteOutcome::Dropped) => Err(Reply::status(Status::Dropped)),
-                        Ok(WriteOutcome::Stale) => Err(Reply::status(Status::Stale)),
-                        Err(e) => Err(Reply::status(from_cache_error(&e))),
-                    }
+            }
+            Op::Write => {
+                let cookie = Self::cookie_of(conn, &mut r)?;
+                let len = r.u32().map_err(bad)? as usize;
+                let offset = r.u64().map_err(bad)?;
+                let data = r.bytes(len).map_err(bad)?;
+                r.end().map_err(bad)?;
+                if offset.checked_add(len as u64).is_none() {
+                    return Err(Reply::status(Status::Range));
                 }
-                Op::PrepareToWrite => {
-                    let cookie = Self::cookie_of(conn, &mut r)?;
-                    r.end().map_err(bad)?;
-                    self.cache.prepare_to_write(&cookie);
-                    Ok(Reply::ok(Writer::new()))
+                let opn = self.cache.begin_operation(&cookie, true);
+                match opn.write(offset, data) {
+                    Ok(WriteOutcome::Written) => Ok(Reply::ok(Writer::new())),
+                    Ok(WriteOutcome::Dropped) => Err(Reply::status(Status::Dropped)),
+                    Ok(WriteOutcome::Stale) => Err(Reply::status(Status::Stale)),
+                    Err(e) => Err(Reply::status(from_cache_error(&e))),
                 }
-                Op::Invalidate => {
-                    let cookie = Self::cookie_of(conn, &mut r)?;
-                    let aux_len = r.u16().map_err(bad)? as usize;
-                    let _pad = r.u16().map_err(bad)?;
-                    let size = r.u64().map_err(bad)?;
-                    let aux = r.bytes(aux_len).map_err(bad)?;
-                    r.end().map_err(bad)?;
-                    self.cache
-                        .invalidate(&cookie, aux, size)
-                        .map_err(|e| Reply::status(from_cache_error(&e)))?;
-                    Ok(Reply::ok(Writer::new()))
+            }
+            Op::PrepareToWrite => {
+                let cookie = Self::cookie_of(conn, &mut r)?;
+                r.end().map_err(bad)?;
+                self.cache.prepare_to_write(&cookie);
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::Invalidate => {
+                let cookie = Self::cookie_of(conn, &mut r)?;
+                let aux_len = r.u16().map_err(bad)? as usize;
+                let _pad = r.u16().map_err(bad)?;
+                let size = r.u64().map_err(bad)?;
+                let aux = r.bytes(aux_len).map_err(bad)?;
+                r.end().map_err(bad)?;
+                self.cache
+                    .invalidate(&cookie, aux, size)
+                    .map_err(|e| Reply::status(from_cache_error(&e)))?;
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::Resize => {
+                let cookie = Self::cookie_of(conn, &mut r)?;
+                let _pad = r.u32().map_err(bad)?;
+                let size = r.u64().map_err(bad)?;
+                r.end().map_err(bad)?;
+                self.cache
+                    .resize(&cookie, size)
+                    .map_err(|e| Reply::status(from_cache_error(&e)))?;
+                Ok(Reply::ok(Writer::new()))
+            }
+            Op::QueryOccupancy => {
+                let cookie = Self::cookie_of(conn, &mut r)?;
+                r.end().map_err(bad)?;
+                let opn = self.cache.begin_operation(&cookie, false);
+                let occ = opn
+                    .query_occupancy()
+                    .map_err(|e| Reply::status(from_cache_error(&e)))?;
+                let mut w = Writer::new().u32(occ.len() as u32);
+                for (o, l) in occ {
+                    w = w.u64(o).u64(l);
                 }
-                Op::Resize => {
-                    let cookie = Self::cookie_of(conn, &mut r)?;
-                    let _pad = r.u32().map_err(bad)?;
-                    let size = r.u64().map_err(bad)?;
-                    r.end().map_err(bad)?;
-                    self.cache
-                        .resize(&cookie, size)
-                        .map_err(|e| Reply::status(from_cache_error(&e)))?;
-                    Ok(Reply::ok(Writer::new()))
-                }
-                Op::QueryOccupancy => {
-                    let cookie = Self::cookie_of(conn, &mut r)?;
-                    r.end().map_err(bad)?;
-                    let opn = self.cache.begin_operation(&cookie, false);
-                    let occ = opn.query_occupancy().map_err(|e| Reply::status(from_cache_error(&e)))?;
-                    let mut w = Writer::new().u32(occ.len() as u32);
-                    for (o, l) in occ {
-                        w = w.u64(o).u64(l);
-                    }
-                    Ok(Reply::ok(w))
-                }
+                Ok(Reply::ok(w))
             }
         })();
         res.unwrap_or_else(|e| e)
@@ -498,14 +532,23 @@ impl Daemon {
 
 fn own_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 /// Read exactly `buf.len()` bytes, giving up after `limit`.
-async fn read_within(s: &mut tokio::net::unix::OwnedReadHalf, buf: &mut [u8], limit: Duration) -> std::io::Result<()> {
+async fn read_within(
+    s: &mut tokio::net::unix::OwnedReadHalf,
+    buf: &mut [u8],
+    limit: Duration,
+) -> std::io::Result<()> {
     match tokio::time::timeout(limit, s.read_exact(buf)).await {
         Ok(r) => r.map(|_| ()),
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "frame not completed in time")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "frame not completed in time",
+        )),
     }
 }
 
@@ -546,7 +589,10 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if read_within(&mut rd, &mut head[1..], FRAME_TIMEOUT).await.is_err() {
+        if read_within(&mut rd, &mut head[1..], FRAME_TIMEOUT)
+            .await
+            .is_err()
+        {
             d.bad_frames.fetch_add(1, Ordering::Relaxed);
             break;
         }
@@ -560,7 +606,10 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
             }
         };
         let mut payload = vec![0u8; h.payload_len];
-        if read_within(&mut rd, &mut payload, FRAME_TIMEOUT).await.is_err() {
+        if read_within(&mut rd, &mut payload, FRAME_TIMEOUT)
+            .await
+            .is_err()
+        {
             d.bad_frames.fetch_add(1, Ordering::Relaxed);
             break;
         }
@@ -573,7 +622,11 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
                 match (magic, version) {
                     (Some(m), Some(v)) if m == proto::MAGIC => {
                         if v != proto::VERSION {
-                            let body = Writer::new().u16(Status::Version as u16).u16(0).u32(proto::VERSION).finish();
+                            let body = Writer::new()
+                                .u16(Status::Version as u16)
+                                .u16(0)
+                                .u32(proto::VERSION)
+                                .finish();
                             let _ = tx.send(proto::frame(h.op | REPLY, h.id, &body)).await;
                             false
                         } else {
@@ -600,14 +653,22 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
                 .u32(MAX_INFLIGHT as u32)
                 .u32(proto::MAX_DATA as u32)
                 .finish();
-            if tx.send(proto::frame(h.op | REPLY, h.id, &body)).await.is_err() {
+            if tx
+                .send(proto::frame(h.op | REPLY, h.id, &body))
+                .await
+                .is_err()
+            {
                 break;
             }
             continue;
         }
         let Some(op) = Op::from_u16(h.op) else {
             let body = Writer::new().u16(Status::UnknownOp as u16).u16(0).finish();
-            if tx.send(proto::frame(h.op | REPLY, h.id, &body)).await.is_err() {
+            if tx
+                .send(proto::frame(h.op | REPLY, h.id, &body))
+                .await
+                .is_err()
+            {
                 break;
             }
             continue;
@@ -616,7 +677,7 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
         let Ok(slot) = inflight.clone().acquire_owned().await else {
             break;
         };
-        let bytes = (payload.len().max(1)).min(MAX_INFLIGHT_BYTES) as u32;
+        let bytes = payload.len().clamp(1, MAX_INFLIGHT_BYTES) as u32;
         let Ok(bytes_permit) = inflight_bytes.clone().acquire_many_owned(bytes).await else {
             break;
         };
@@ -627,9 +688,10 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
         };
         let id = h.id;
         tokio::spawn(async move {
-            let reply = tokio::task::spawn_blocking(move || d2.handle(&conn2, &peer2, op, &payload))
-                .await
-                .unwrap_or_else(|_| Reply::status(Status::Internal));
+            let reply =
+                tokio::task::spawn_blocking(move || d2.handle(&conn2, &peer2, op, &payload))
+                    .await
+                    .unwrap_or_else(|_| Reply::status(Status::Internal));
             let mut body = Writer::new().u16(reply.status as u16).u16(0).finish();
             body.extend_from_slice(&reply.body.finish());
             let _ = tx2.send(proto::frame(op as u16 | REPLY, id, &body)).await;
@@ -658,7 +720,8 @@ fn sd_notify_ready() {
     let bytes = path.as_encoded_bytes();
     let r = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
     } else {
         sock.send_to(b"READY=1", Path::new(&path))
     };
@@ -671,7 +734,10 @@ fn sd_notify_ready() {
 /// cleanly: stop accepting, finish requests in flight, release every
 /// client's cookies, flush and checkpoint, mark the cache clean.
 /// `on_ready` is called once the socket accepts connections.
-pub fn run(cfg: Config, on_ready: impl FnOnce(ShutdownHandle) + Send + 'static) -> anyhow::Result<()> {
+pub fn run(
+    cfg: Config,
+    on_ready: impl FnOnce(ShutdownHandle) + Send + 'static,
+) -> anyhow::Result<()> {
     let daemon = Daemon::open(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -690,11 +756,10 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(ShutdownHandle) + Send + 'static) 
             }
             std::fs::remove_file(sock).with_context(|| format!("removing stale {}", sock.display()))?;
         }
-        if let Some(dir) = sock.parent() {
-            if !dir.as_os_str().is_empty() {
+        if let Some(dir) = sock.parent()
+            && !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)?;
             }
-        }
         let listener = UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
         std::fs::set_permissions(sock, std::fs::Permissions::from_mode(d.cfg.socket_mode))?;
         tracing::info!(socket = %sock.display(), "ready");

@@ -36,7 +36,9 @@ impl Extent {
     fn pack(self) -> u64 {
         debug_assert!(self.len <= MAX_EXTENT_LEN);
         debug_assert!(self.region < MAX_REGIONS);
-        debug_assert!(self.region_off % 4096 == 0 && self.region_off / 4096 < MAX_REGION_BLOCKS);
+        debug_assert!(
+            self.region_off.is_multiple_of(4096) && self.region_off / 4096 < MAX_REGION_BLOCKS
+        );
         (u64::from(self.region) << 39)
             | (u64::from(self.region_off / 4096) << 21)
             | u64::from(self.len)

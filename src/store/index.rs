@@ -163,17 +163,19 @@ impl Index {
                 // The same object again (same id, volume, key and data
                 // generation): a new coherency data, size or flags, content
                 // kept. Otherwise this is a new object.
-                if let Some(o) = self.objects.get_mut(&object_id) {
-                    if o.volume == volume_id && *o.key == *key && o.data_gen == data_gen {
-                        let old_len = Self::object_record_len(&o.key, &o.aux);
-                        o.aux = aux.into();
-                        o.flags = flags;
-                        o.size = size;
-                        let new_len = Self::object_record_len(&o.key, &o.aux);
-                        self.object_record_bytes = self.object_record_bytes - old_len + new_len;
-                        self.drop_extents_from(object_id, size);
-                        return;
-                    }
+                if let Some(o) = self.objects.get_mut(&object_id)
+                    && o.volume == volume_id
+                    && *o.key == *key
+                    && o.data_gen == data_gen
+                {
+                    let old_len = Self::object_record_len(&o.key, &o.aux);
+                    o.aux = aux.into();
+                    o.flags = flags;
+                    o.size = size;
+                    let new_len = Self::object_record_len(&o.key, &o.aux);
+                    self.object_record_bytes = self.object_record_bytes - old_len + new_len;
+                    self.drop_extents_from(object_id, size);
+                    return;
                 }
                 self.remove_object(object_id);
                 let key: Box<[u8]> = key.into();
@@ -335,10 +337,10 @@ impl Index {
         extent_count: &mut u64,
     ) -> u64 {
         let mut hits: Vec<(u64, Extent)> = Vec::new();
-        if let Some((s, e)) = o.extents.last_before(start) {
-            if s + u64::from(e.len) > start {
-                hits.push((s, e));
-            }
+        if let Some((s, e)) = o.extents.last_before(start)
+            && s + u64::from(e.len) > start
+        {
+            hits.push((s, e));
         }
         hits.extend(o.extents.range(start, end));
         let mut removed = 0u64;

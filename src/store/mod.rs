@@ -279,6 +279,10 @@ struct Inner {
     object_pressure: bool,
 }
 
+/// A region just opened for appends: (index, region_seq); its header must
+/// be written.
+type OpenedRegion = (u32, u64);
+
 /// Consecutive I/O errors after which the store declares itself failed.
 const MAX_CONSECUTIVE_ERRORS: u32 = 8;
 
@@ -788,7 +792,7 @@ impl Store {
     fn active_region<'a>(
         &self,
         mut inner: MutexGuard<'a, Inner>,
-    ) -> Result<(MutexGuard<'a, Inner>, Option<(u32, u64)>)> {
+    ) -> Result<(MutexGuard<'a, Inner>, Option<OpenedRegion>)> {
         if let Some(a) = &inner.active {
             if a.next_block < inner.ix.geometry.region_blocks() {
                 return Ok((inner, None));
@@ -920,7 +924,7 @@ impl Store {
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
-        if offset % BLOCK_BYTES_U64 != 0 {
+        if !offset.is_multiple_of(BLOCK_BYTES_U64) {
             return Err(invalid(format!(
                 "write offset {offset} is not a multiple of 4096"
             )));
@@ -1251,7 +1255,7 @@ impl Store {
         };
         let mut out = Vec::with_capacity(plan.items.len());
         let mut damaged: Vec<(u64, u64)> = Vec::new();
-        for (item, buf) in plan.items.into_iter().zip(plan.bufs.into_iter()) {
+        for (item, buf) in plan.items.into_iter().zip(plan.bufs) {
             match item {
                 PlanItem::Hole { offset, len } => {
                     inner.stats.read_hole_bytes += len;
