@@ -868,8 +868,13 @@ fn parse_body<'a>(kind: RecordKind, body: &'a [u8]) -> Result<Record<'a>> {
             const W: &str = "checkpoint extent";
             let b: CkptExtentBody = body_prefix(W, body)?;
             tail(W, body, 32, &[])?;
-            if b.length.get() == 0 {
-                return Err(out_of_range(W, "length", 0, "extents are at least 1 byte"));
+            if b.length.get() == 0 || b.length.get() as usize > MAX_EXTENT_BLOCKS * BLOCK_BYTES {
+                return Err(out_of_range(
+                    W,
+                    "length",
+                    b.length.get().into(),
+                    "extents are 1 byte ..= 1 MiB",
+                ));
             }
             if u64::from(b.region_offset.get()) < BLOCK_BYTES_U64 {
                 return Err(out_of_range(

@@ -309,7 +309,7 @@ fn random_record<'a>(rng: &mut ChaCha8Rng, store: &'a [u8], crcs: &'a [u32]) -> 
         _ => Record::CkptExtent {
             object_id: rng.next_u64(),
             logical_offset: (rng.next_u64() >> 2) & !4095,
-            length: rng.random_range(1..1 << 21),
+            length: rng.random_range(1..=1 << 20),
             region_index: rng.random_range(0..40),
             region_offset: rng.random_range(1..4096) * 4096,
         },

@@ -406,8 +406,14 @@ fn checkpoint_extent_damage() {
     };
     assert_eq!(
         parse_one(&ckpt_extent(0, 0, 4096)),
-        err("length", 0, "extents are at least 1 byte")
+        err("length", 0, "extents are 1 byte ..= 1 MiB")
     );
+    assert_eq!(
+        parse_one(&ckpt_extent(0, (1 << 20) + 1, 4096)),
+        err("length", (1 << 20) + 1, "extents are 1 byte ..= 1 MiB"),
+        "longer than the store writes (and than its index can hold)"
+    );
+    assert!(parse_one(&ckpt_extent(0, 1 << 20, 4096)).is_ok());
     for region_offset in [0u32, 1, 4095] {
         assert_eq!(
             parse_one(&ckpt_extent(0, 1, region_offset)),

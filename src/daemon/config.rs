@@ -177,7 +177,9 @@ impl Config {
                             "uid" => rule.uids.extend(ids),
                             "gid" => rule.gids.extend(ids),
                             other => {
-                                return Err(err(format!("unknown selector {other:?} (uid or gid)")));
+                                return Err(err(format!(
+                                    "unknown selector {other:?} (uid or gid)"
+                                )));
                             }
                         }
                     }

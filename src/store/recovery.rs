@@ -332,6 +332,14 @@ pub fn load(engine: &dyn IoEngine) -> Result<Loaded> {
                                 }
                             }
                         }
+                        if bad.is_none() && recs.len() != b.record_count as usize {
+                            bad = Some(ringcache_ondisk::FormatError::OutOfRange {
+                                what: "metadata log block",
+                                field: "record_count",
+                                value: u64::from(b.record_count),
+                                why: "does not match the records in the block",
+                            });
+                        }
                         if let Some(e) = bad {
                             // A block that verifies but holds a bad record was
                             // not written by us: stop before it.
