@@ -709,6 +709,17 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
     d.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// One descriptor per client: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, "cannot raise the open file limit");
+    }
+}
+
 /// Send `READY=1` to systemd when run under it.
 fn sd_notify_ready() {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -738,6 +749,7 @@ pub fn run(
     cfg: Config,
     on_ready: impl FnOnce(ShutdownHandle) + Send + 'static,
 ) -> anyhow::Result<()> {
+    raise_fd_limit();
     let daemon = Daemon::open(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
