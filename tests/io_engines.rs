@@ -742,3 +742,33 @@ fn uring_round_trip_on_a_loop_block_device() {
         );
     }
 }
+
+#[test]
+fn a_dropped_uring_engine_lets_go_of_the_device_at_once() {
+    let device = temp_device(MIB);
+    for round in 0..20 {
+        let (file, bytes, _) = io::open_device(device.path(), false).expect("open");
+        file.try_lock().expect("nobody else holds the device");
+        let engine = match UringEngine::new(file, bytes, &OpenOptions::default()) {
+            Ok(e) => e,
+            Err(e) => {
+                unavailable(&format!("io_uring refused: {e}"));
+                return;
+            }
+        };
+        round_trip(
+            &engine,
+            &[(0, BLOCK)],
+            round,
+            |l| engine.alloc(l),
+            IoBuf::new,
+        );
+        drop(engine);
+        // The ring's registered file must not keep the lock (and the open
+        // file) alive past the drop.
+        let again = File::open(device.path()).expect("reopen");
+        again
+            .try_lock()
+            .unwrap_or_else(|e| panic!("round {round}: the device is still held: {e}"));
+    }
+}

@@ -586,7 +586,21 @@ impl Drop for Ring {
                 }
             }
         }
-        if !self.in_flight.is_empty() || self.wake_armed {
+        if self.in_flight.is_empty() && !self.wake_armed {
+            // Closing the ring releases what it registered later, from a
+            // kernel work item; unregistering now lets go of the device
+            // file (and any lock on it) before the engine's drop returns,
+            // and unpins the pool. Nothing is in flight, so this is safe.
+            let submitter = self.ring.submitter();
+            if let Err(e) = submitter.unregister_files() {
+                tracing::warn!(error = %e, "cannot unregister the device from io_uring");
+            }
+            if self.fixed_buffers
+                && let Err(e) = submitter.unregister_buffers()
+            {
+                tracing::warn!(error = %e, "cannot unregister the buffer pool from io_uring");
+            }
+        } else {
             tracing::error!(
                 in_flight = self.in_flight.len(),
                 "io_uring ring torn down with I/O in flight; leaking its buffers"
