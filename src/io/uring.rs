@@ -44,8 +44,8 @@ use super::{
 
 /// `user_data` of the eventfd read; slab keys never come near it.
 const WAKE_USER_DATA: u64 = u64::MAX;
-/// Submitters wait when more than this many ops per unit of queue depth are
-/// pending (not yet in flight).
+/// Submitters wait while this many ops per unit of queue depth are pending
+/// (queued but not yet in flight).
 const PENDING_PER_SLOT: usize = 4;
 /// The most one read or write transfers (Linux's MAX_RW_COUNT); longer
 /// requests complete short and the remainder is resubmitted.
@@ -161,8 +161,8 @@ impl UringEngine {
             counters: Counters::default(),
         });
         let requested_depth = opts.queue_depth.max(1);
-        // The ring is built on the ring thread, its only user, so that the
-        // kernel could hold it to a single issuer.
+        // The ring is built and registered on the ring thread, its only
+        // user; the thread reports how that went before `new` returns.
         let (setup_tx, setup_rx) = mpsc::sync_channel(1);
         let thread_shared = shared.clone();
         let ring_thread = std::thread::Builder::new()
@@ -189,7 +189,7 @@ impl UringEngine {
                 ring_thread: Some(ring_thread),
                 device_bytes,
                 queue_depth,
-                pending_limit: queue_depth * PENDING_PER_SLOT,
+                pending_limit: pending_limit(queue_depth),
                 fixed_buffers,
             }),
             Err(e) => {
@@ -292,6 +292,11 @@ impl Drop for UringEngine {
     }
 }
 
+/// How many pending ops make submitters wait, for a queue depth.
+fn pending_limit(depth: usize) -> usize {
+    depth * PENDING_PER_SLOT
+}
+
 /// A new blocking eventfd (a read of it in the ring waits for a write).
 fn new_eventfd() -> std::io::Result<File> {
     // SAFETY: eventfd(2) takes no pointers; it returns a new descriptor or -1.
@@ -316,8 +321,8 @@ struct InFlight {
 /// Field order is drop order, and it matters: `ring` goes first, so the
 /// kernel is done with the registered buffers (in `shared.pool`), the
 /// registered file (`_device`), the eventfd (`shared.eventfd`) and its read
-/// buffer (`wake_buf`) before any of them is freed or closed. [`Drop`] makes
-/// sure nothing is still in flight when `ring` goes.
+/// buffer (`wake_buf`) before any of them is freed or closed. `Drop for
+/// Ring` makes sure nothing is still in flight when `ring` goes.
 struct Ring {
     ring: IoUring,
     /// Ops submitted to the kernel or about to be, keyed by `user_data`.
@@ -406,7 +411,7 @@ impl Ring {
             let key = self.in_flight.insert(InFlight { op, cq, done: 0 });
             self.ready.push_back(key);
         }
-        if pending.waiters > 0 && pending.ops.len() < self.depth * PENDING_PER_SLOT {
+        if pending.waiters > 0 && pending.ops.len() < pending_limit(self.depth) {
             self.shared.room.notify_all();
         }
         self.stopping = pending.stopping;
@@ -462,8 +467,8 @@ impl Ring {
             // SAFETY: `wake_buf` is a heap allocation of 8 bytes owned by
             // this `Ring`; nothing touches it until the read's CQE, and
             // `Drop for Ring` completes the read (or leaks the buffer)
-            // before it is freed. The eventfd lives in `shared`, which the
-            // ring outlives (field order).
+            // before it is freed. The eventfd lives in `shared`, which
+            // outlives the ring (field order).
             if unsafe { sq.push(&read) }.is_ok() {
                 self.wake_armed = true;
             }
@@ -495,6 +500,8 @@ impl Ring {
                         error = %std::io::Error::from_raw_os_error(-res),
                         "the io_uring engine's eventfd read failed"
                     );
+                    // It is re-armed next turn: do not spin on a failure.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                 }
                 continue;
             }
@@ -579,7 +586,21 @@ impl Drop for Ring {
                 }
             }
         }
-        if !self.in_flight.is_empty() || self.wake_armed {
+        if self.in_flight.is_empty() && !self.wake_armed {
+            // Closing the ring releases what it registered later, from a
+            // kernel work item; unregistering now lets go of the device
+            // file (and any lock on it) before the engine's drop returns,
+            // and unpins the pool. Nothing is in flight, so this is safe.
+            let submitter = self.ring.submitter();
+            if let Err(e) = submitter.unregister_files() {
+                tracing::warn!(error = %e, "cannot unregister the device from io_uring");
+            }
+            if self.fixed_buffers
+                && let Err(e) = submitter.unregister_buffers()
+            {
+                tracing::warn!(error = %e, "cannot unregister the buffer pool from io_uring");
+            }
+        } else {
             tracing::error!(
                 in_flight = self.in_flight.len(),
                 "io_uring ring torn down with I/O in flight; leaking its buffers"
