@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use crate::proto::{self, EVENT, Op, ProtoError, REPLY, Reader, SEG_DATA, Status, Writer};
+use crate::proto::{self, Op, ProtoError, REPLY, Reader, SEG_DATA, Status, Writer};
 
 /// What can go wrong for a client.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +159,8 @@ impl Client {
                 break f;
             }
             let f = self.read_frame()?;
-            if f.op & EVENT == EVENT {
+            // Events carry id 0; request ids start at 1.
+            if f.id == 0 {
                 self.events.push_back(f);
                 continue;
             }

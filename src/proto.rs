@@ -10,7 +10,8 @@
 //!  0   4   len    bytes after this field: 12 + payload (12 ..= MAX_FRAME)
 //!  4   2   op     opcode (requests), op | 0x8000 (replies), 0xC000 | kind (events)
 //!  6   2   flags  zero
-//!  8   8   id     request id chosen by the client, echoed by the reply; 0 in events
+//!  8   8   id     request id chosen by the client (never 0), echoed by the
+//!                 reply; 0 marks an event
 //! 16  ...  payload
 //! ```
 //!

@@ -662,6 +662,14 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
             }
             continue;
         }
+        if h.id == 0 {
+            // Id 0 marks events: a request may not use it.
+            let body = Writer::new().u16(Status::BadRequest as u16).u16(0).finish();
+            if tx.send(proto::frame(h.op | REPLY, 0, &body)).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let Some(op) = Op::from_u16(h.op) else {
             let body = Writer::new().u16(Status::UnknownOp as u16).u16(0).finish();
             if tx
