@@ -48,10 +48,10 @@ impl DaemonProc {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(mut c) = Client::connect(&d.socket) {
-                if c.ping().is_ok() {
-                    break;
-                }
+            if let Ok(mut c) = Client::connect(&d.socket)
+                && c.ping().is_ok()
+            {
+                break;
             }
             assert!(Instant::now() < deadline, "ringcached did not come up");
             std::thread::sleep(Duration::from_millis(20));
