@@ -798,8 +798,15 @@ pub fn run(
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = stop.changed() => break,
                     }
-                    let cache = d.cache.clone();
-                    let _ = tokio::task::spawn_blocking(move || cache.lru_scan(Instant::now())).await;
+                    let (cache, store) = (d.cache.clone(), d.store.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        cache.lru_scan(Instant::now());
+                        // Data does not stay volatile for more than a second.
+                        if let Err(e) = store.flush_if_dirty() {
+                            tracing::warn!(error = %e, "periodic flush failed");
+                        }
+                    })
+                    .await;
                 }
             })
         };

@@ -277,6 +277,8 @@ struct Inner {
     max_objects: u64,
     /// Object culling wanted more than it could take (held objects).
     object_pressure: bool,
+    /// `stats.writes` at the last successful flush.
+    writes_at_flush: u64,
 }
 
 /// A region just opened for appends: (index, region_seq); its header must
@@ -1397,9 +1399,13 @@ impl Store {
         if !self.write_sealed_blocks()? {
             return self.checkpoint_locked();
         }
+        let writes_before = self.lock().stats.writes;
         let r = crate::io::flush(self.engine.as_ref());
         let mut inner = self.lock();
         inner.stats.flushes += 1;
+        if r.is_ok() {
+            inner.writes_at_flush = writes_before;
+        }
         if let Err(e) = r {
             Self::note_io_error(&mut inner, &e, true);
             return Err(e.into());
@@ -1426,6 +1432,23 @@ impl Store {
         while inner.headers_inflight > 0 {
             inner = self.space.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Flush if anything was written or logged since the last flush.
+    /// Returns whether it flushed. The daemon calls this periodically so
+    /// that data does not stay volatile for long.
+    pub fn flush_if_dirty(&self) -> Result<bool> {
+        let dirty = {
+            let inner = self.lock();
+            inner.log.records > 0
+                || !inner.log.sealed.is_empty()
+                || inner.stats.writes != inner.writes_at_flush
+        };
+        if !dirty {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
     }
 
     /// Write a checkpoint of the whole index (durable on return) and free

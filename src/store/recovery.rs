@@ -482,6 +482,7 @@ pub(super) fn open(engine: Arc<dyn IoEngine>, cfg: StoreConfig) -> Result<Store>
             stats: StoreStats::default(),
             max_objects,
             object_pressure: false,
+            writes_at_flush: 0,
             sb: sb.clone(),
         }),
         log_io: Mutex::new(()),
