@@ -40,6 +40,9 @@ struct Opts {
     dir: PathBuf,
     reps: usize,
     seconds: u64,
+    /// `embedded` (the store in this process) or `daemon` (ringcached
+    /// through the client library).
+    target: String,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Opts> {
         dir: std::env::temp_dir(),
         reps: 3,
         seconds: 5,
+        target: "embedded".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -54,6 +58,12 @@ fn parse_args() -> Result<Opts> {
             "--dir" => o.dir = PathBuf::from(args.next().context("--dir needs a path")?),
             "--reps" => o.reps = args.next().context("--reps needs N")?.parse()?,
             "--seconds" => o.seconds = args.next().context("--seconds needs S")?.parse()?,
+            "--target" => {
+                o.target = args.next().context("--target needs embedded or daemon")?;
+                if o.target != "embedded" && o.target != "daemon" {
+                    bail!("--target is embedded or daemon, not {:?}", o.target);
+                }
+            }
             "--bench" => {} // passed by cargo bench
             other => bail!("unknown argument {other:?} (--dir DIR, --reps N, --seconds S)"),
         }
@@ -214,6 +224,181 @@ fn rc_read_iops(file: &Path, qd: usize, seconds: u64) -> Result<f64> {
     Ok(ios as f64 / secs)
 }
 
+/// A ringcached serving the cache file, for `--target daemon`.
+struct DaemonRun {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl DaemonRun {
+    /// Format `file` and start ringcached on it.
+    fn start(file: &Path, dir: &Path) -> Result<DaemonRun> {
+        {
+            let engine = open_engine(file)?;
+            format(
+                engine.as_ref(),
+                &FormatOptions {
+                    force: true,
+                    ..Default::default()
+                },
+            )?;
+        }
+        let socket = dir.join("ringcache-vs-fio.sock");
+        let config = dir.join("ringcache-vs-fio.conf");
+        std::fs::write(
+            &config,
+            format!("device {}\nsocket {}\n", file.display(), socket.display()),
+        )?;
+        let child = Command::new(env!("CARGO_BIN_EXE_ringcached"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting ringcached")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ringcache::client::Client::connect(&socket)
+            .and_then(|mut c| c.ping())
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("ringcached did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(DaemonRun { child, socket })
+    }
+
+    /// CPU seconds the daemon used so far (user + system).
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime (fields 14 and 15 of /proc/PID/stat), 100 a second.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// Fill through the daemon: four connections writing 1 MiB each, into 64
+/// MiB objects.
+fn daemon_fill(d: &DaemonRun) -> Result<f64> {
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let chunk: Vec<u8> = (0..FILL_BS).map(|i| (i % 251) as u8).collect();
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    let mut c = ringcache::client::Client::connect(&d.socket)?;
+                    let v = c.acquire_volume(b"bench", b"")?;
+                    let mut cookies = std::collections::HashMap::new();
+                    loop {
+                        let off =
+                            next.fetch_add(FILL_BS as u64, std::sync::atomic::Ordering::Relaxed);
+                        if off >= FILL_BYTES {
+                            break;
+                        }
+                        let part = off / (64 << 20);
+                        let k = match cookies.get(&part) {
+                            Some(&k) => k,
+                            None => {
+                                let k = c.acquire_cookie(
+                                    v,
+                                    format!("part-{part}").as_bytes(),
+                                    b"",
+                                    64 << 20,
+                                )?;
+                                c.use_cookie(k, false)?;
+                                cookies.insert(part, k);
+                                k
+                            }
+                        };
+                        let st = c.write(k, off % (64 << 20), &chunk)?;
+                        if st != ringcache::proto::Status::Ok {
+                            bail!("daemon write: {st:?}");
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        }
+        Ok(())
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(FILL_BYTES as f64 / (1 << 20) as f64 / secs)
+}
+
+/// Random 4 KiB reads through the daemon at queue depth `qd` on one
+/// connection: (IOPS, p50 us, p99 us, daemon CPU us per op).
+fn daemon_read(d: &DaemonRun, qd: usize, seconds: u64) -> Result<(f64, f64, f64, f64)> {
+    use ringcache::client::{Client, ReadReply};
+    let mut c = Client::connect(&d.socket)?;
+    let v = c.acquire_volume(b"bench", b"")?;
+    let parts = FILL_BYTES / (64 << 20);
+    let cookies: Vec<_> = (0..parts)
+        .map(|p| -> Result<_> {
+            let k = c.acquire_cookie(v, format!("part-{p}").as_bytes(), b"", 64 << 20)?;
+            c.use_cookie(k, false)?;
+            Ok(k)
+        })
+        .collect::<Result<_>>()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut outstanding = std::collections::VecDeque::new();
+    let mut ios = 0u64;
+    let cpu0 = d.cpu_secs();
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(seconds);
+    loop {
+        while outstanding.len() < qd {
+            let p = rng.random_range(0..parts) as usize;
+            let off = rng.random_range(0..(64u64 << 20) / 4096) * 4096;
+            let id = c.send(
+                ringcache::proto::Op::Read,
+                &Client::read_request(cookies[p], off, 4096),
+            )?;
+            outstanding.push_back((id, Instant::now()));
+        }
+        let Some((id, sent)) = outstanding.pop_front() else {
+            break;
+        };
+        let (st, body) = c.recv(id)?;
+        hist.record(sent.elapsed().as_nanos().max(1) as u64)?;
+        match Client::parse_read(st, &body)? {
+            ReadReply::Data(_) => ios += 1,
+            other => bail!("a read of cached data through the daemon missed: {other:?}"),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    for (id, _) in outstanding {
+        let _ = c.recv(id)?;
+    }
+    let cpu = d.cpu_secs() - cpu0;
+    Ok((
+        ios as f64 / secs,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        cpu * 1e6 / ios.max(1) as f64,
+    ))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -287,13 +472,27 @@ fn main() -> Result<()> {
     let mut fill = (Vec::new(), Vec::new());
     let mut qd1 = (Vec::new(), Vec::new());
     let mut qd32 = (Vec::new(), Vec::new());
+    let mut lat = Vec::new();
     for rep in 0..o.reps {
         fill.0.push(fio_fill_mibps(&file)?);
-        fill.1.push(rc_fill(&file)?);
-        qd1.0.push(fio_read_iops(&file, 1, o.seconds)?);
-        qd1.1.push(rc_read_iops(&file, 1, o.seconds)?);
-        qd32.0.push(fio_read_iops(&file, 32, o.seconds)?);
-        qd32.1.push(rc_read_iops(&file, 32, o.seconds)?);
+        if o.target == "daemon" {
+            let d = DaemonRun::start(&file, &o.dir)?;
+            fill.1.push(daemon_fill(&d)?);
+            qd1.0.push(fio_read_iops(&file, 1, o.seconds)?);
+            let r1 = daemon_read(&d, 1, o.seconds)?;
+            qd1.1.push(r1.0);
+            qd32.0.push(fio_read_iops(&file, 32, o.seconds)?);
+            let r32 = daemon_read(&d, 32, o.seconds)?;
+            qd32.1.push(r32.0);
+            lat.push((r1, r32));
+            d.stop()?;
+        } else {
+            fill.1.push(rc_fill(&file)?);
+            qd1.0.push(fio_read_iops(&file, 1, o.seconds)?);
+            qd1.1.push(rc_read_iops(&file, 1, o.seconds)?);
+            qd32.0.push(fio_read_iops(&file, 32, o.seconds)?);
+            qd32.1.push(rc_read_iops(&file, 32, o.seconds)?);
+        }
         eprintln!(
             "rep {rep}: fill {:.0}/{:.0} MiB/s, qd1 {:.0}/{:.0} IOPS, qd32 {:.0}/{:.0} IOPS (fio/ringcache)",
             fill.0[rep], fill.1[rep], qd1.0[rep], qd1.1[rep], qd32.0[rep], qd32.1[rep]
@@ -314,6 +513,13 @@ fn main() -> Result<()> {
         let ratio = mr / mf;
         min_ratio = min_ratio.min(ratio);
         println!("{name:<26} {mf:>12.0} {mr:>12.0} {ratio:>7.2}");
+    }
+    println!("target: {}", o.target);
+    for (i, (r1, r32)) in lat.iter().enumerate() {
+        println!(
+            "daemon rep {i}: qd1 p50 {:.1} us p99 {:.1} us cpu {:.1} us/op; qd32 p50 {:.1} us p99 {:.1} us cpu {:.1} us/op",
+            r1.1, r1.2, r1.3, r32.1, r32.2, r32.3
+        );
     }
     println!(
         "index memory per extent: {:.1} bytes",

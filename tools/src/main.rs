@@ -49,6 +49,15 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Print a running daemon's counters.
+    Stat {
+        /// The daemon's socket.
+        #[arg(long, default_value = "ringcache-data/ringcached.sock")]
+        socket: PathBuf,
+        /// Print JSON: an object of counter name to value.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what an offline cache holds, as recovery would load it
     /// (read-only). Without a view: a summary.
     Inspect {
@@ -100,6 +109,32 @@ enum View {
 /// Exit code of inspect or fsck when they could not run.
 const EXIT_FAILED: u8 = 2;
 
+/// `ringcache stat`: the daemon's counters, grouped by their prefix.
+fn run_stat(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut c = ringcache::client::Client::connect(socket)
+        .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+    let stats = c.stats().context("asking for stats")?;
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = stats
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::from(v)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&map)?);
+        return Ok(());
+    }
+    let mut group = String::new();
+    for (k, v) in stats {
+        let (g, name) = k.split_once('.').unwrap_or(("", k.as_str()));
+        if g != group {
+            println!("{g}:");
+            group = g.to_string();
+        }
+        println!("  {name:<24} {v}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // inspect and fsck report everything they find themselves; the I/O
@@ -107,7 +142,7 @@ fn main() -> ExitCode {
     // memory map) would only clutter their output.
     let default_filter = match cli.cmd {
         Cmd::Format { .. } => "warn",
-        Cmd::Inspect { .. } | Cmd::Fsck { .. } => "error",
+        Cmd::Inspect { .. } | Cmd::Fsck { .. } | Cmd::Stat { .. } => "error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -125,6 +160,13 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Fsck { device, json } => run_fsck(&device, json),
+        Cmd::Stat { socket, json } => match run_stat(&socket, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringcache stat: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
         Cmd::Format {
             path,
             size,
