@@ -228,6 +228,16 @@ fn rc_read_iops(file: &Path, qd: usize, seconds: u64) -> Result<f64> {
 struct DaemonRun {
     child: std::process::Child,
     socket: PathBuf,
+    stopped: bool,
+}
+
+impl Drop for DaemonRun {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl DaemonRun {
@@ -266,7 +276,11 @@ impl DaemonRun {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(DaemonRun { child, socket })
+        Ok(DaemonRun {
+            child,
+            socket,
+            stopped: false,
+        })
     }
 
     /// CPU seconds the daemon used so far (user + system).
@@ -286,48 +300,37 @@ impl DaemonRun {
             nix::sys::signal::Signal::SIGTERM,
         )?;
         self.child.wait()?;
+        self.stopped = true;
         Ok(())
     }
 }
 
-/// Fill through the daemon: four connections writing 1 MiB each, into 64
-/// MiB objects.
+/// Fill through the daemon: four connections writing 1 MiB at a time,
+/// each filling its own 64 MiB objects (a cookie is used by one client).
 fn daemon_fill(d: &DaemonRun) -> Result<f64> {
-    let next = std::sync::atomic::AtomicU64::new(0);
+    const PART: u64 = 64 << 20;
     let chunk: Vec<u8> = (0..FILL_BS).map(|i| (i % 251) as u8).collect();
+    let parts = FILL_BYTES / PART;
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
+        let workers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let chunk = &chunk;
+                s.spawn(move || -> Result<()> {
                     let mut c = ringcache::client::Client::connect(&d.socket)?;
                     let v = c.acquire_volume(b"bench", b"")?;
-                    let mut cookies = std::collections::HashMap::new();
-                    loop {
-                        let off =
-                            next.fetch_add(FILL_BS as u64, std::sync::atomic::Ordering::Relaxed);
-                        if off >= FILL_BYTES {
-                            break;
-                        }
-                        let part = off / (64 << 20);
-                        let k = match cookies.get(&part) {
-                            Some(&k) => k,
-                            None => {
-                                let k = c.acquire_cookie(
-                                    v,
-                                    format!("part-{part}").as_bytes(),
-                                    b"",
-                                    64 << 20,
-                                )?;
-                                c.use_cookie(k, false)?;
-                                cookies.insert(part, k);
-                                k
+                    for part in (w..parts).step_by(4) {
+                        let k =
+                            c.acquire_cookie(v, format!("part-{part}").as_bytes(), b"", PART)?;
+                        c.use_cookie(k, false)?;
+                        for off in (0..PART).step_by(FILL_BS) {
+                            let st = c.write(k, off, chunk)?;
+                            if st != ringcache::proto::Status::Ok {
+                                bail!("daemon write: {st:?}");
                             }
-                        };
-                        let st = c.write(k, off % (64 << 20), &chunk)?;
-                        if st != ringcache::proto::Status::Ok {
-                            bail!("daemon write: {st:?}");
                         }
+                        c.unuse_cookie(k, None, None)?;
+                        c.relinquish_cookie(k, false)?;
                     }
                     Ok(())
                 })

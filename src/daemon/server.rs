@@ -541,8 +541,8 @@ fn own_uid() -> u32 {
 }
 
 /// Read exactly `buf.len()` bytes, giving up after `limit`.
-async fn read_within(
-    s: &mut tokio::net::unix::OwnedReadHalf,
+async fn read_within<R: tokio::io::AsyncRead + Unpin>(
+    s: &mut R,
     buf: &mut [u8],
     limit: Duration,
 ) -> std::io::Result<()> {
@@ -567,7 +567,9 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::R
         }
     };
     d.connections.fetch_add(1, Ordering::Relaxed);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Pipelined requests arrive many to a read: take them from a buffer.
+    let mut rd = tokio::io::BufReader::with_capacity(256 << 10, rd);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT * 2);
     let writer = tokio::spawn(async move {
         while let Some(buf) = rx.recv().await {

@@ -279,6 +279,8 @@ struct Inner {
     object_pressure: bool,
     /// `stats.writes` at the last successful flush.
     writes_at_flush: u64,
+    /// Threads waiting on `space`.
+    space_waiters: usize,
 }
 
 /// A region just opened for appends: (index, region_seq); its header must
@@ -605,8 +607,7 @@ impl Store {
         if let Some(o) = inner.ix.objects.get_mut(&id) {
             o.pins = o.pins.saturating_sub(1);
         }
-        drop(inner);
-        self.space.notify_all();
+        self.wake_space_waiters(inner);
     }
 
     /// New coherency data and size: every byte cached before is gone at
@@ -836,11 +837,13 @@ impl Store {
             if now >= deadline {
                 return Err(StoreError::NoSpace);
             }
+            inner.space_waiters += 1;
             inner = self
                 .space
                 .wait_timeout(inner, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            inner.space_waiters -= 1;
         }
     }
 
@@ -1080,8 +1083,7 @@ impl Store {
             }
         }
         if let Some(e) = first_err {
-            drop(inner);
-            self.space.notify_all();
+            self.wake_space_waiters(inner);
             return Err(e.into());
         }
         inner.consecutive_errors = 0;
@@ -1105,8 +1107,7 @@ impl Store {
         if stale {
             inner.stats.stale_writes += 1;
         }
-        drop(inner);
-        self.space.notify_all();
+        self.wake_space_waiters(inner);
         if let Some(e) = plan_err {
             return Err(e);
         }
@@ -1426,11 +1427,23 @@ impl Store {
         Ok(())
     }
 
+    /// Wake threads waiting for space or region headers, if there are any
+    /// (a notify is a syscall; most operations have nobody to wake).
+    fn wake_space_waiters(&self, inner: MutexGuard<'_, Inner>) {
+        let waiters = inner.space_waiters > 0;
+        drop(inner);
+        if waiters {
+            self.space.notify_all();
+        }
+    }
+
     /// Wait until no region header write is in flight.
     fn wait_for_region_headers(&self) {
         let mut inner = self.lock();
         while inner.headers_inflight > 0 {
+            inner.space_waiters += 1;
             inner = self.space.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner.space_waiters -= 1;
         }
     }
 

@@ -483,6 +483,7 @@ pub(super) fn open(engine: Arc<dyn IoEngine>, cfg: StoreConfig) -> Result<Store>
             max_objects,
             object_pressure: false,
             writes_at_flush: 0,
+            space_waiters: 0,
             sb: sb.clone(),
         }),
         log_io: Mutex::new(()),
