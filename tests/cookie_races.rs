@@ -43,10 +43,18 @@ struct Racy {
 }
 
 impl Racy {
+    /// Even seeds on the sim engine, odd seeds on the uring engine over a
+    /// temp file (where io_uring works; in CI it must).
     fn new(seed: u64) -> Arc<Racy> {
-        let sim = formatted_sim(SMALL_DEVICE, small_geometry(), SimFaults::default());
+        let engine: Arc<dyn ringcache::io::IoEngine> = if seed % 2 == 1 {
+            uring_device().unwrap_or_else(|| {
+                formatted_sim(SMALL_DEVICE, small_geometry(), SimFaults::default())
+            })
+        } else {
+            formatted_sim(SMALL_DEVICE, small_geometry(), SimFaults::default())
+        };
         Arc::new(Racy {
-            store: Store::open(sim, StoreConfig::default()).unwrap(),
+            store: Store::open(engine, StoreConfig::default()).unwrap(),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             in_flight: Mutex::new(HashMap::new()),
             violations: AtomicUsize::new(0),
@@ -162,6 +170,40 @@ impl CacheBackend for Racy {
     }
     fn under_pressure(&self) -> bool {
         false
+    }
+}
+
+/// A formatted cache file on the uring engine; the file is removed at once
+/// (the engine keeps it open).
+fn uring_device() -> Option<Arc<dyn ringcache::io::IoEngine>> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.img");
+    ringcache::util::create_backing_file(&path, SMALL_DEVICE).unwrap();
+    let opts = ringcache::io::OpenOptions {
+        engine: ringcache::io::EngineKind::Uring,
+        pool: ringcache::io::PoolConfig {
+            classes: vec![(4096, 64), (64 << 10, 16)],
+        },
+        queue_depth: 32,
+        ..Default::default()
+    };
+    match ringcache::io::open(&path, &opts) {
+        Ok(e) => {
+            ringcache::store::format(
+                e.as_ref(),
+                &ringcache::store::FormatOptions {
+                    geometry: small_geometry(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            Some(e)
+        }
+        Err(e) if std::env::var_os("CI").is_some() => panic!("io_uring is required in CI: {e}"),
+        Err(e) => {
+            eprintln!("uring engine unavailable, using sim: {e}");
+            None
+        }
     }
 }
 
