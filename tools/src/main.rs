@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use ringcache::bench;
 use ringcache::io::{self, EngineKind, OpenOptions};
 use ringcache::store::{FormatOptions, format};
 use ringcache::util::{create_backing_file, parse_size};
@@ -34,6 +35,21 @@ enum Cmd {
         /// Overwrite a device that holds a cache or other data.
         #[arg(long)]
         force: bool,
+    },
+    /// Run a fio job file against a cache (see docs/BENCH.md).
+    Bench {
+        /// fio job file.
+        jobfile: PathBuf,
+        /// normal (fio's text) or json (fio's JSON field names).
+        #[arg(long, default_value = "normal")]
+        output_format: bench::OutputFormat,
+        /// Cache file or device for every job, instead of their filename=.
+        #[arg(long)]
+        filename: Option<PathBuf>,
+        /// embedded (the store in this process) or daemon (not available yet);
+        /// overrides the job file's [ringcache] target=.
+        #[arg(long)]
+        target: Option<bench::Target>,
     },
 }
 
@@ -71,6 +87,29 @@ fn main() -> Result<()> {
                     .with_context(|| format!("creating {}", path.display()))?;
             }
             format_existing(&path, tag, region_size, force)
+        }
+        Cmd::Bench {
+            jobfile,
+            output_format,
+            filename,
+            target,
+        } => {
+            let text = std::fs::read_to_string(&jobfile)
+                .with_context(|| format!("reading {}", jobfile.display()))?;
+            let file = bench::JobFile::parse(&text)
+                .with_context(|| format!("job file {}", jobfile.display()))?;
+            for w in &file.warnings {
+                eprintln!("{}: warning: {w}", jobfile.display());
+            }
+            let opts = bench::RunOptions {
+                filename,
+                target,
+                progress: true,
+                notes: true,
+            };
+            let report = bench::run(&file, &opts)?;
+            print!("{}", report.render(output_format));
+            Ok(())
         }
     }
 }
