@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
+use ringcache::bench;
 use ringcache::io::{self, EngineKind, OpenOptions};
 use ringcache::store::{FormatOptions, format};
 use ringcache::util::{create_backing_file, parse_size};
@@ -77,6 +78,21 @@ enum Cmd {
         /// Print the report as JSON (schema in docs/TOOLS.md).
         #[arg(long)]
         json: bool,
+    },
+    /// Run a fio job file against a cache (see docs/BENCH.md).
+    Bench {
+        /// fio job file.
+        jobfile: PathBuf,
+        /// normal (fio's text) or json (fio's JSON field names).
+        #[arg(long, default_value = "normal")]
+        output_format: bench::OutputFormat,
+        /// Cache file or device for every job, instead of their filename=.
+        #[arg(long)]
+        filename: Option<PathBuf>,
+        /// embedded (the store in this process) or daemon (not available yet);
+        /// overrides the job file's [ringcache] target=.
+        #[arg(long)]
+        target: Option<bench::Target>,
     },
 }
 
@@ -143,6 +159,7 @@ fn main() -> ExitCode {
     let default_filter = match cli.cmd {
         Cmd::Format { .. } => "warn",
         Cmd::Inspect { .. } | Cmd::Fsck { .. } | Cmd::Stat { .. } => "error",
+        Cmd::Bench { .. } => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -160,6 +177,18 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Fsck { device, json } => run_fsck(&device, json),
+        Cmd::Bench {
+            jobfile,
+            output_format,
+            filename,
+            target,
+        } => match run_bench(&jobfile, output_format, filename, target) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringcache bench: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
         Cmd::Stat { socket, json } => match run_stat(&socket, json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -258,6 +287,30 @@ fn run_inspect(path: &Path, json: bool, view: Option<View>) -> Result<()> {
             }
         }
     }
+}
+
+fn run_bench(
+    jobfile: &Path,
+    output_format: bench::OutputFormat,
+    filename: Option<PathBuf>,
+    target: Option<bench::Target>,
+) -> Result<()> {
+    let text = std::fs::read_to_string(jobfile)
+        .with_context(|| format!("reading {}", jobfile.display()))?;
+    let file =
+        bench::JobFile::parse(&text).with_context(|| format!("job file {}", jobfile.display()))?;
+    for w in &file.warnings {
+        eprintln!("{}: warning: {w}", jobfile.display());
+    }
+    let opts = bench::RunOptions {
+        filename,
+        target,
+        progress: true,
+        notes: true,
+    };
+    let report = bench::run(&file, &opts)?;
+    print!("{}", report.render(output_format));
+    Ok(())
 }
 
 fn run_fsck(path: &Path, json: bool) -> ExitCode {
