@@ -140,13 +140,20 @@ fn run_stat(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut group = String::new();
+    let mut out = String::new();
     for (k, v) in stats {
         let (g, name) = k.split_once('.').unwrap_or(("", k.as_str()));
         if g != group {
-            println!("{g}:");
+            out.push_str(&format!("{g}:\n"));
             group = g.to_string();
         }
-        println!("  {name:<24} {v}");
+        out.push_str(&format!("  {name:<24} {v}\n"));
+    }
+    // A closed pipe (`ringcache stat | head`) is not an error.
+    use std::io::Write;
+    match std::io::stdout().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
     }
     Ok(())
 }
