@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::jobfile::{RwMode, Target};
 use super::units::{fmt_bytes_bin, fmt_bytes_dec, fmt_count};
+use crate::store::StoreStats;
 
 /// The percentiles fio reports by default (its `percentile_list`).
 pub const FIO_PERCENTILES: [f64; 17] = [
@@ -96,6 +97,10 @@ pub struct JobReport {
     pub engine: &'static str,
     /// The job section's options as written.
     pub options: Vec<(String, String)>,
+    /// What the store counted on this job's cache while the job's group
+    /// ran (shared by the jobs of a group on the same file): checkpoints,
+    /// flushes, evictions, checksum errors.
+    pub store: StoreStats,
 }
 
 /// The outcome of a run.
@@ -109,14 +114,37 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Pick fio's latency unit for a set of nanosecond values.
-fn lat_unit(max_ns: u64) -> (&'static str, f64) {
-    if max_ns < 10_000 {
-        ("nsec", 1.0)
-    } else if max_ns < 10_000_000 {
+/// fio's unit for the clat line: step from ns to us, and from us to ms,
+/// only while min > 2000, max > 99999 and stdev > 1000 in the current unit.
+fn lat_unit(l: &LatStats) -> (&'static str, f64) {
+    let mut units = [("nsec", 1.0), ("usec", 1e3), ("msec", 1e6)].into_iter();
+    let mut pick = ("nsec", 1.0);
+    for (name, div) in units.by_ref() {
+        pick = (name, div);
+        let (min, max, dev) = (
+            l.min_ns as f64 / div,
+            l.max_ns as f64 / div,
+            l.stddev_ns / div,
+        );
+        if !(min > 2000.0 && max > 99_999.0 && dev > 1000.0) {
+            break;
+        }
+    }
+    pick
+}
+
+/// fio's unit for the percentile table: usec when the smallest percentile
+/// is over 2 us and the largest over 99999 ns, msec when they are over
+/// 2 ms and 99999999 ns.
+fn percentile_unit(l: &LatStats) -> (&'static str, f64) {
+    let minv = l.percentiles.first().map_or(0, |p| p.1);
+    let maxv = l.percentiles.last().map_or(0, |p| p.1);
+    if minv > 2_000_000 && maxv > 99_999_999 {
+        ("msec", 1e6)
+    } else if minv > 2_000 && maxv > 99_999 {
         ("usec", 1e3)
     } else {
-        ("msec", 1e6)
+        ("nsec", 1.0)
     }
 }
 
@@ -177,6 +205,18 @@ impl Report {
             if let Some(p) = j.prefill {
                 let _ = writeln!(o, "  prefill (untimed): {}msec", p.as_millis());
             }
+            let st = &j.store;
+            let _ = writeln!(
+                o,
+                "  store: checkpoints={}, flushes={}, log_blocks={}, regions_evicted={} ({}), checksum_errors={}, io_errors={}",
+                st.checkpoints,
+                st.flushes,
+                st.log_blocks_written,
+                st.regions_evicted,
+                fmt_bytes_bin(st.bytes_evicted as f64),
+                st.checksum_errors,
+                st.io_errors
+            );
         }
         let groups = self.jobs.iter().map(|j| j.groupid).max().unwrap_or(0);
         for g in 0..=groups {
@@ -271,6 +311,7 @@ impl Report {
                                 "prefill_ms",
                                 j.prefill.map_or(J::Null, |p| J::U(p.as_millis() as u64)),
                             ),
+                            ("store", store_json(&j.store)),
                         ]),
                     ),
                 ])
@@ -309,7 +350,7 @@ fn write_dir(o: &mut String, dir: &str, d: &DirReport) {
         d.runtime.as_millis()
     );
     let l = &d.lat;
-    let (unit, div) = lat_unit(l.max_ns);
+    let (unit, div) = lat_unit(l);
     let _ = writeln!(
         o,
         "    clat ({unit}): min={:.0}, max={:.0}, avg={:.2}, stdev={:.2}",
@@ -318,6 +359,7 @@ fn write_dir(o: &mut String, dir: &str, d: &DirReport) {
         l.mean_ns / div,
         l.stddev_ns / div
     );
+    let (unit, div) = percentile_unit(l);
     let _ = writeln!(o, "    clat percentiles ({unit}):");
     let vals: Vec<String> = l
         .percentiles
@@ -381,6 +423,22 @@ fn dir_json(d: &DirReport) -> J {
         ("clat_ns", lat_json(&d.lat, true)),
         // Submission is inside clat, so total latency is the same figure.
         ("lat_ns", lat_json(&d.lat, false)),
+    ])
+}
+
+fn store_json(s: &StoreStats) -> J {
+    J::obj(vec![
+        ("checkpoints", J::U(s.checkpoints)),
+        ("flushes", J::U(s.flushes)),
+        ("log_blocks_written", J::U(s.log_blocks_written)),
+        ("regions_evicted", J::U(s.regions_evicted)),
+        ("bytes_evicted", J::U(s.bytes_evicted)),
+        ("objects_culled", J::U(s.objects_culled)),
+        ("checksum_errors", J::U(s.checksum_errors)),
+        ("read_races", J::U(s.read_races)),
+        ("io_errors", J::U(s.io_errors)),
+        ("nospace_events", J::U(s.nospace_events)),
+        ("stale_writes", J::U(s.stale_writes)),
     ])
 }
 

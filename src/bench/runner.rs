@@ -43,7 +43,7 @@ use super::units::{fmt_bytes_bin, fmt_count};
 use crate::io::{self, EngineKind, OpenOptions};
 use crate::store::{
     CullThresholds, FormatOptions, ObjectId, ReadQueue, Segment, Store, StoreConfig, StoreError,
-    format,
+    StoreStats, format,
 };
 
 /// The volume that holds the benchmark's objects.
@@ -749,6 +749,7 @@ fn run_group(
 
     let abort = AtomicBool::new(false);
     let lives: Vec<Live> = prepared.iter().map(|_| Live::default()).collect();
+    let stats_before: Vec<StoreStats> = prepared.iter().map(|p| p.dev.store.stats()).collect();
     let start = Instant::now();
     let clones: Vec<Vec<JobClone<'_>>> = prepared
         .iter()
@@ -843,7 +844,8 @@ fn run_group(
     });
     let elapsed = start.elapsed();
 
-    for (p, job_results) in prepared.iter().zip(results) {
+    for ((p, job_results), before) in prepared.iter().zip(results).zip(&stats_before) {
+        let store_stats = stats_delta(before, &p.dev.store.stats());
         let job = p.job;
         let ramp_end = start + job.ramp_time;
         let mut per_clone = Vec::with_capacity(job_results.len());
@@ -872,6 +874,7 @@ fn run_group(
                 prefill: p.prefill,
                 engine: p.dev.engine_name,
                 options: job.options.clone(),
+                store: store_stats.clone(),
             });
         };
         if job.group_reporting {
@@ -889,6 +892,29 @@ fn run_group(
         }
     }
     Ok(())
+}
+
+/// Counters `after` less `before`.
+fn stats_delta(before: &StoreStats, after: &StoreStats) -> StoreStats {
+    let d = |a: u64, b: u64| a.saturating_sub(b);
+    StoreStats {
+        reads: d(after.reads, before.reads),
+        read_bytes: d(after.read_bytes, before.read_bytes),
+        read_hole_bytes: d(after.read_hole_bytes, before.read_hole_bytes),
+        writes: d(after.writes, before.writes),
+        write_bytes: d(after.write_bytes, before.write_bytes),
+        checksum_errors: d(after.checksum_errors, before.checksum_errors),
+        read_races: d(after.read_races, before.read_races),
+        io_errors: d(after.io_errors, before.io_errors),
+        regions_evicted: d(after.regions_evicted, before.regions_evicted),
+        bytes_evicted: d(after.bytes_evicted, before.bytes_evicted),
+        objects_culled: d(after.objects_culled, before.objects_culled),
+        checkpoints: d(after.checkpoints, before.checkpoints),
+        log_blocks_written: d(after.log_blocks_written, before.log_blocks_written),
+        flushes: d(after.flushes, before.flushes),
+        nospace_events: d(after.nospace_events, before.nospace_events),
+        stale_writes: d(after.stale_writes, before.stale_writes),
+    }
 }
 
 /// The progress line: elapsed time and the rates of the last half second.

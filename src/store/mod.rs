@@ -1029,8 +1029,10 @@ impl Store {
             }
         }
         // Fill buffers and crcs outside the lock; submit everything at once.
-        let geometry = self.lock().ix.geometry;
-        let uuid = self.lock().sb.uuid;
+        let (geometry, uuid) = {
+            let inner = self.lock();
+            (inner.ix.geometry, inner.sb.uuid)
+        };
         let mut ops = Vec::with_capacity(pieces.len() + headers.len());
         for &(r, seq) in &headers {
             let mut buf = self.engine.alloc(BLOCK_BYTES);
@@ -1335,7 +1337,7 @@ impl Store {
     /// Write sealed log blocks. Caller holds `log_io`. Returns false when
     /// the ring has no room (a checkpoint must come first).
     fn write_sealed_blocks(&self) -> Result<bool> {
-        let (blocks, uuid, geometry, ckpt_log_seq) = {
+        let (blocks, uuid, geometry) = {
             let mut inner = self.lock();
             Self::check_failed(&inner)?;
             let n = inner.ix.geometry.metalog_blocks();
@@ -1344,17 +1346,11 @@ impl Store {
                 return Ok(false);
             }
             let blocks: Vec<_> = inner.log.sealed.drain(..).collect();
-            (
-                blocks,
-                inner.sb.uuid,
-                inner.ix.geometry,
-                inner.log.ckpt_log_seq,
-            )
+            (blocks, inner.sb.uuid, inner.ix.geometry)
         };
         if blocks.is_empty() {
             return Ok(true);
         }
-        let _ = ckpt_log_seq;
         // Barrier: the data (and region headers) these records describe must
         // be durable before the records can be, or a crash could keep a
         // record whose data never arrived, hiding the durable data it
@@ -1547,7 +1543,18 @@ impl Store {
             )
         };
         if used >= n / 2 {
-            return self.checkpoint();
+            // Another writer may have checkpointed while we waited for
+            // `log_io`: look again under it.
+            let _io = self.log_io.lock().unwrap_or_else(|e| e.into_inner());
+            let still = {
+                let inner = self.lock();
+                inner.log.next_seq - inner.log.ckpt_log_seq >= n / 2
+            };
+            return if still {
+                self.checkpoint_locked()
+            } else {
+                Ok(())
+            };
         }
         // Sealed blocks wait in memory (at most 1 MiB of them) so that the
         // barrier their write needs is paid rarely.
