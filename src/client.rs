@@ -1,4 +1,5 @@
-//! The client library (blocking) for `ringcached`'s socket protocol.
+//! The client library for `ringcached`'s socket protocol: [`Client`]
+//! (blocking) and [`AsyncClient`] (tokio).
 //!
 //! One [`Client`] is one connection. Calls are synchronous, but requests
 //! can also be pipelined: [`Client::send`] many, then [`Client::recv`] their
@@ -10,7 +11,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use crate::proto::{self, Op, ProtoError, REPLY, Reader, SEG_DATA, Status, Writer};
+use crate::proto::{self, Op, ProtoError, REPLY, Reader, Status};
 
 /// What can go wrong for a client.
 #[derive(Debug, thiserror::Error)]
@@ -102,22 +103,8 @@ impl Client {
                 max_data: 0,
             },
         };
-        let name = b"ringcache-client";
-        let body = Writer::new()
-            .bytes(&proto::MAGIC)
-            .u32(proto::VERSION)
-            .u32(0)
-            .u16(name.len() as u16)
-            .bytes(name)
-            .finish();
-        let reply = c.call(Op::Hello, &body)?;
-        let mut r = Reader::new(&reply);
-        c.info = ServerInfo {
-            version: r.u32()?,
-            max_frame: r.u32()?,
-            max_inflight: r.u32()?,
-            max_data: r.u32()?,
-        };
+        let reply = c.call(Op::Hello, &request::hello(b"ringcache-client"))?;
+        c.info = reply::hello(&reply)?;
         Ok(c)
     }
 
@@ -199,19 +186,15 @@ impl Client {
     }
 
     pub fn acquire_volume(&mut self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
-        let b = Writer::new()
-            .u16(key.len() as u16)
-            .u16(aux.len() as u16)
-            .bytes(key)
-            .bytes(aux)
-            .finish();
-        let r = self.call(Op::AcquireVolume, &b)?;
-        Ok(VolumeHandle(Reader::new(&r).u32()?))
+        reply::volume(&self.call(Op::AcquireVolume, &request::acquire_volume(key, aux))?)
     }
 
     pub fn relinquish_volume(&mut self, v: VolumeHandle, invalidate: bool) -> Result<()> {
-        let b = Writer::new().u32(v.0).u8(invalidate as u8).finish();
-        self.call(Op::RelinquishVolume, &b).map(|_| ())
+        self.call(
+            Op::RelinquishVolume,
+            &request::relinquish_volume(v, invalidate),
+        )
+        .map(|_| ())
     }
 
     pub fn acquire_cookie(
@@ -221,26 +204,20 @@ impl Client {
         aux: &[u8],
         size: u64,
     ) -> Result<CookieHandle> {
-        let b = Writer::new()
-            .u32(v.0)
-            .u16(key.len() as u16)
-            .u16(aux.len() as u16)
-            .u64(size)
-            .bytes(key)
-            .bytes(aux)
-            .finish();
-        let r = self.call(Op::AcquireCookie, &b)?;
-        Ok(CookieHandle(Reader::new(&r).u32()?))
+        reply::cookie(&self.call(
+            Op::AcquireCookie,
+            &request::acquire_cookie(v, key, aux, size),
+        )?)
     }
 
     pub fn relinquish_cookie(&mut self, c: CookieHandle, retire: bool) -> Result<()> {
-        let b = Writer::new().u32(c.0).u8(retire as u8).finish();
-        self.call(Op::RelinquishCookie, &b).map(|_| ())
+        self.call(Op::RelinquishCookie, &request::relinquish_cookie(c, retire))
+            .map(|_| ())
     }
 
     pub fn use_cookie(&mut self, c: CookieHandle, will_modify: bool) -> Result<()> {
-        let b = Writer::new().u32(c.0).u8(will_modify as u8).finish();
-        self.call(Op::UseCookie, &b).map(|_| ())
+        self.call(Op::UseCookie, &request::use_cookie(c, will_modify))
+            .map(|_| ())
     }
 
     pub fn unuse_cookie(
@@ -249,25 +226,167 @@ impl Client {
         aux: Option<&[u8]>,
         size: Option<u64>,
     ) -> Result<()> {
+        self.call(Op::UnuseCookie, &request::unuse_cookie(c, aux, size))
+            .map(|_| ())
+    }
+
+    /// The body of a READ request.
+    pub fn read_request(c: CookieHandle, offset: u64, len: u32) -> Vec<u8> {
+        request::read(c, offset, len)
+    }
+
+    /// Decode a READ reply.
+    pub fn parse_read(status: Status, body: &[u8]) -> Result<ReadReply> {
+        reply::read(status, body)
+    }
+
+    pub fn read(&mut self, c: CookieHandle, offset: u64, len: u32) -> Result<ReadReply> {
+        let id = self.send(Op::Read, &request::read(c, offset, len))?;
+        let (st, body) = self.recv(id)?;
+        reply::read(st, &body)
+    }
+
+    /// Write; `Ok(Status::Ok)` when cached, `Ok(Dropped | Stale)` when not.
+    pub fn write(&mut self, c: CookieHandle, offset: u64, data: &[u8]) -> Result<Status> {
+        let id = self.send(Op::Write, &request::write(c, offset, data))?;
+        reply::write(self.recv(id)?.0)
+    }
+
+    pub fn prepare_to_write(&mut self, c: CookieHandle) -> Result<()> {
+        self.call(Op::PrepareToWrite, &request::cookie_only(c))
+            .map(|_| ())
+    }
+
+    pub fn invalidate(&mut self, c: CookieHandle, aux: &[u8], size: u64) -> Result<()> {
+        self.call(Op::Invalidate, &request::invalidate(c, aux, size))
+            .map(|_| ())
+    }
+
+    pub fn resize(&mut self, c: CookieHandle, size: u64) -> Result<()> {
+        self.call(Op::Resize, &request::resize(c, size)).map(|_| ())
+    }
+
+    pub fn query_occupancy(&mut self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {
+        reply::occupancy(&self.call(Op::QueryOccupancy, &request::cookie_only(c))?)
+    }
+
+    /// The daemon's counters as (name, value).
+    pub fn stats(&mut self) -> Result<Vec<(String, u64)>> {
+        reply::stats(&self.call(Op::Stats, &[])?)
+    }
+}
+
+/// Request payloads, shared by the blocking and the async client.
+pub mod request {
+    use super::{CookieHandle, VolumeHandle};
+    use crate::proto::{self, Writer};
+
+    /// HELLO.
+    pub fn hello(name: &[u8]) -> Vec<u8> {
+        Writer::new()
+            .bytes(&proto::MAGIC)
+            .u32(proto::VERSION)
+            .u32(0)
+            .u16(name.len() as u16)
+            .bytes(name)
+            .finish()
+    }
+    pub fn acquire_volume(key: &[u8], aux: &[u8]) -> Vec<u8> {
+        Writer::new()
+            .u16(key.len() as u16)
+            .u16(aux.len() as u16)
+            .bytes(key)
+            .bytes(aux)
+            .finish()
+    }
+    pub fn relinquish_volume(v: VolumeHandle, invalidate: bool) -> Vec<u8> {
+        Writer::new().u32(v.0).u8(invalidate as u8).finish()
+    }
+    pub fn acquire_cookie(v: VolumeHandle, key: &[u8], aux: &[u8], size: u64) -> Vec<u8> {
+        Writer::new()
+            .u32(v.0)
+            .u16(key.len() as u16)
+            .u16(aux.len() as u16)
+            .u64(size)
+            .bytes(key)
+            .bytes(aux)
+            .finish()
+    }
+    pub fn relinquish_cookie(c: CookieHandle, retire: bool) -> Vec<u8> {
+        Writer::new().u32(c.0).u8(retire as u8).finish()
+    }
+    pub fn use_cookie(c: CookieHandle, will_modify: bool) -> Vec<u8> {
+        Writer::new().u32(c.0).u8(will_modify as u8).finish()
+    }
+    pub fn unuse_cookie(c: CookieHandle, aux: Option<&[u8]>, size: Option<u64>) -> Vec<u8> {
         let flags = u8::from(aux.is_some()) | (u8::from(size.is_some()) << 1);
         let aux = aux.unwrap_or(&[]);
-        let b = Writer::new()
+        Writer::new()
             .u32(c.0)
             .u8(flags)
             .u16(aux.len() as u16)
             .u64(size.unwrap_or(0))
             .bytes(aux)
-            .finish();
-        self.call(Op::UnuseCookie, &b).map(|_| ())
+            .finish()
     }
-
-    /// The body of a READ request.
-    pub fn read_request(c: CookieHandle, offset: u64, len: u32) -> Vec<u8> {
+    pub fn read(c: CookieHandle, offset: u64, len: u32) -> Vec<u8> {
         Writer::new().u32(c.0).u32(len).u64(offset).finish()
     }
+    pub fn write(c: CookieHandle, offset: u64, data: &[u8]) -> Vec<u8> {
+        Writer::new()
+            .u32(c.0)
+            .u32(data.len() as u32)
+            .u64(offset)
+            .bytes(data)
+            .finish()
+    }
+    pub fn cookie_only(c: CookieHandle) -> Vec<u8> {
+        Writer::new().u32(c.0).finish()
+    }
+    pub fn invalidate(c: CookieHandle, aux: &[u8], size: u64) -> Vec<u8> {
+        Writer::new()
+            .u32(c.0)
+            .u16(aux.len() as u16)
+            .u16(0)
+            .u64(size)
+            .bytes(aux)
+            .finish()
+    }
+    pub fn resize(c: CookieHandle, size: u64) -> Vec<u8> {
+        Writer::new().u32(c.0).u32(0).u64(size).finish()
+    }
+}
 
-    /// Decode a READ reply.
-    pub fn parse_read(status: Status, body: &[u8]) -> Result<ReadReply> {
+/// Reply decoding, shared by the blocking and the async client. Every
+/// read is bounds-checked: a misbehaving daemon gives an error, not a panic.
+pub mod reply {
+    use super::{
+        ClientError, CookieHandle, ReadReply, ReadSegment, Result, ServerInfo, VolumeHandle,
+    };
+    use crate::proto::{Reader, SEG_DATA, Status};
+
+    pub fn hello(body: &[u8]) -> Result<ServerInfo> {
+        let mut r = Reader::new(body);
+        Ok(ServerInfo {
+            version: r.u32()?,
+            max_frame: r.u32()?,
+            max_inflight: r.u32()?,
+            max_data: r.u32()?,
+        })
+    }
+    pub fn volume(body: &[u8]) -> Result<VolumeHandle> {
+        Ok(VolumeHandle(Reader::new(body).u32()?))
+    }
+    pub fn cookie(body: &[u8]) -> Result<CookieHandle> {
+        Ok(CookieHandle(Reader::new(body).u32()?))
+    }
+    pub fn write(status: Status) -> Result<Status> {
+        match status {
+            Status::Ok | Status::Dropped | Status::Stale => Ok(status),
+            st => Err(ClientError::Status(st)),
+        }
+    }
+    pub fn read(status: Status, body: &[u8]) -> Result<ReadReply> {
         match status {
             Status::Ok => {}
             Status::NoData => return Ok(ReadReply::NoData),
@@ -302,52 +421,8 @@ impl Client {
         r.end()?;
         Ok(ReadReply::Data(segs))
     }
-
-    pub fn read(&mut self, c: CookieHandle, offset: u64, len: u32) -> Result<ReadReply> {
-        let id = self.send(Op::Read, &Self::read_request(c, offset, len))?;
-        let (st, body) = self.recv(id)?;
-        Self::parse_read(st, &body)
-    }
-
-    /// Write; `Ok(Status::Ok)` when cached, `Ok(Dropped | Stale)` when not.
-    pub fn write(&mut self, c: CookieHandle, offset: u64, data: &[u8]) -> Result<Status> {
-        let b = Writer::new()
-            .u32(c.0)
-            .u32(data.len() as u32)
-            .u64(offset)
-            .bytes(data)
-            .finish();
-        let id = self.send(Op::Write, &b)?;
-        match self.recv(id)? {
-            (st @ (Status::Ok | Status::Dropped | Status::Stale), _) => Ok(st),
-            (st, _) => Err(ClientError::Status(st)),
-        }
-    }
-
-    pub fn prepare_to_write(&mut self, c: CookieHandle) -> Result<()> {
-        self.call(Op::PrepareToWrite, &Writer::new().u32(c.0).finish())
-            .map(|_| ())
-    }
-
-    pub fn invalidate(&mut self, c: CookieHandle, aux: &[u8], size: u64) -> Result<()> {
-        let b = Writer::new()
-            .u32(c.0)
-            .u16(aux.len() as u16)
-            .u16(0)
-            .u64(size)
-            .bytes(aux)
-            .finish();
-        self.call(Op::Invalidate, &b).map(|_| ())
-    }
-
-    pub fn resize(&mut self, c: CookieHandle, size: u64) -> Result<()> {
-        let b = Writer::new().u32(c.0).u32(0).u64(size).finish();
-        self.call(Op::Resize, &b).map(|_| ())
-    }
-
-    pub fn query_occupancy(&mut self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {
-        let r = self.call(Op::QueryOccupancy, &Writer::new().u32(c.0).finish())?;
-        let mut rd = Reader::new(&r);
+    pub fn occupancy(body: &[u8]) -> Result<Vec<(u64, u64)>> {
+        let mut rd = Reader::new(body);
         let n = rd.u32()? as usize;
         let mut v = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
@@ -356,11 +431,8 @@ impl Client {
         rd.end()?;
         Ok(v)
     }
-
-    /// The daemon's counters as (name, value).
-    pub fn stats(&mut self) -> Result<Vec<(String, u64)>> {
-        let r = self.call(Op::Stats, &[])?;
-        let mut rd = Reader::new(&r);
+    pub fn stats(body: &[u8]) -> Result<Vec<(String, u64)>> {
+        let mut rd = Reader::new(body);
         let n = rd.u32()? as usize;
         let mut v = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
@@ -370,5 +442,234 @@ impl Client {
         }
         rd.end()?;
         Ok(v)
+    }
+}
+
+/// The async client (tokio): many requests in flight from many tasks on
+/// one connection. A reader task routes each reply to the request that
+/// waits for it by id; frames with id 0 are events.
+pub struct AsyncClient {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    pending: std::sync::Arc<std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Frame>>>>,
+    next_id: std::sync::atomic::AtomicU64,
+    events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Frame>>,
+    info: ServerInfo,
+}
+
+impl AsyncClient {
+    /// Connect to the daemon at `socket` and greet it.
+    pub async fn connect(socket: &Path) -> Result<AsyncClient> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stream = tokio::net::UnixStream::connect(socket).await?;
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                if wr.write_all(&f).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pending: std::sync::Arc<
+            std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Frame>>>,
+        > = Default::default();
+        let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let routes = pending.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut head = [0u8; 16];
+                if rd.read_exact(&mut head).await.is_err() {
+                    break;
+                }
+                let Ok(h) = proto::parse_header(&head) else {
+                    break;
+                };
+                let mut payload = vec![0u8; h.payload_len];
+                if rd.read_exact(&mut payload).await.is_err() {
+                    break;
+                }
+                let f = Frame {
+                    op: h.op,
+                    id: h.id,
+                    payload,
+                };
+                if f.id == 0 {
+                    let _ = ev_tx.send(f);
+                    continue;
+                }
+                let waiter = routes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&f.id);
+                if let Some(w) = waiter {
+                    let _ = w.send(f);
+                }
+            }
+            // Connection gone: wake every waiter with an error.
+            routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        });
+        let mut c = AsyncClient {
+            tx,
+            pending,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            events: tokio::sync::Mutex::new(ev_rx),
+            info: ServerInfo {
+                version: 0,
+                max_frame: 0,
+                max_inflight: 0,
+                max_data: 0,
+            },
+        };
+        let r = c
+            .call(Op::Hello, &request::hello(b"ringcache-async-client"))
+            .await?;
+        c.info = reply::hello(&r)?;
+        Ok(c)
+    }
+
+    /// What the daemon said in its greeting.
+    pub fn server_info(&self) -> ServerInfo {
+        self.info
+    }
+
+    /// Send a request and wait for its reply: (status, body).
+    pub async fn request(&self, op: Op, body: &[u8]) -> Result<(Status, Vec<u8>)> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        if self
+            .tx
+            .send(proto::frame(op as u16, id, body))
+            .await
+            .is_err()
+        {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(ClientError::Protocol("connection closed".into()));
+        }
+        let f = rx
+            .await
+            .map_err(|_| ClientError::Protocol("connection closed".into()))?;
+        if f.op & REPLY == 0 {
+            return Err(ClientError::Protocol(format!(
+                "frame op {:#x} is not a reply",
+                f.op
+            )));
+        }
+        let (st, rest) = status_of(&f.payload)?;
+        Ok((st, rest.to_vec()))
+    }
+
+    /// Like [`AsyncClient::request`]; a status other than Ok is an error.
+    pub async fn call(&self, op: Op, body: &[u8]) -> Result<Vec<u8>> {
+        match self.request(op, body).await? {
+            (Status::Ok, b) => Ok(b),
+            (st, _) => Err(ClientError::Status(st)),
+        }
+    }
+
+    /// The next event pushed by the daemon.
+    pub async fn next_event(&self) -> Option<Frame> {
+        self.events.lock().await.recv().await
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.call(Op::Ping, &[]).await.map(|_| ())
+    }
+    pub async fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
+        reply::volume(
+            &self
+                .call(Op::AcquireVolume, &request::acquire_volume(key, aux))
+                .await?,
+        )
+    }
+    pub async fn relinquish_volume(&self, v: VolumeHandle, invalidate: bool) -> Result<()> {
+        self.call(
+            Op::RelinquishVolume,
+            &request::relinquish_volume(v, invalidate),
+        )
+        .await
+        .map(|_| ())
+    }
+    pub async fn acquire_cookie(
+        &self,
+        v: VolumeHandle,
+        key: &[u8],
+        aux: &[u8],
+        size: u64,
+    ) -> Result<CookieHandle> {
+        reply::cookie(
+            &self
+                .call(
+                    Op::AcquireCookie,
+                    &request::acquire_cookie(v, key, aux, size),
+                )
+                .await?,
+        )
+    }
+    pub async fn relinquish_cookie(&self, c: CookieHandle, retire: bool) -> Result<()> {
+        self.call(Op::RelinquishCookie, &request::relinquish_cookie(c, retire))
+            .await
+            .map(|_| ())
+    }
+    pub async fn use_cookie(&self, c: CookieHandle, will_modify: bool) -> Result<()> {
+        self.call(Op::UseCookie, &request::use_cookie(c, will_modify))
+            .await
+            .map(|_| ())
+    }
+    pub async fn unuse_cookie(
+        &self,
+        c: CookieHandle,
+        aux: Option<&[u8]>,
+        size: Option<u64>,
+    ) -> Result<()> {
+        self.call(Op::UnuseCookie, &request::unuse_cookie(c, aux, size))
+            .await
+            .map(|_| ())
+    }
+    pub async fn read(&self, c: CookieHandle, offset: u64, len: u32) -> Result<ReadReply> {
+        let (st, body) = self
+            .request(Op::Read, &request::read(c, offset, len))
+            .await?;
+        reply::read(st, &body)
+    }
+    pub async fn write(&self, c: CookieHandle, offset: u64, data: &[u8]) -> Result<Status> {
+        reply::write(
+            self.request(Op::Write, &request::write(c, offset, data))
+                .await?
+                .0,
+        )
+    }
+    pub async fn prepare_to_write(&self, c: CookieHandle) -> Result<()> {
+        self.call(Op::PrepareToWrite, &request::cookie_only(c))
+            .await
+            .map(|_| ())
+    }
+    pub async fn invalidate(&self, c: CookieHandle, aux: &[u8], size: u64) -> Result<()> {
+        self.call(Op::Invalidate, &request::invalidate(c, aux, size))
+            .await
+            .map(|_| ())
+    }
+    pub async fn resize(&self, c: CookieHandle, size: u64) -> Result<()> {
+        self.call(Op::Resize, &request::resize(c, size))
+            .await
+            .map(|_| ())
+    }
+    pub async fn query_occupancy(&self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {
+        reply::occupancy(
+            &self
+                .call(Op::QueryOccupancy, &request::cookie_only(c))
+                .await?,
+        )
+    }
+    pub async fn stats(&self) -> Result<Vec<(String, u64)>> {
+        reply::stats(&self.call(Op::Stats, &[]).await?)
     }
 }
