@@ -1,8 +1,8 @@
 //! One I/O trait, three engines.
 //!
 //! - [`uring`]: io_uring through the `io-uring` crate: O_DIRECT, registered
-//!   buffers and files, batched submission, a ring thread that sleeps in the
-//!   kernel when idle.
+//!   buffers and files, batched submission; the threads that wait for
+//!   completions reap them, so it has no thread of its own.
 //! - [`psync`]: pread/pwrite, the fallback where io_uring is refused.
 //! - [`sim`]: an in-memory device for tests that injects errors, torn
 //!   writes and crashes, deterministically from a seed.
@@ -19,7 +19,7 @@ pub mod uring;
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 pub use buf::{BufPool, IoBuf, PoolConfig};
 
@@ -127,15 +127,51 @@ pub struct Completion {
     pub buf: IoBuf,
 }
 
+/// What a driving engine did for a waiter (see [`Driver`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drive {
+    /// It reaped (or the goal was already met): look at the queue again.
+    Reaped,
+    /// Another thread drives the engine; it pokes the queue when it stops.
+    Busy,
+    /// Nothing is in flight; a later submission pokes the queue.
+    Idle,
+}
+
+/// An engine whose completions are reaped by the threads that wait for
+/// them, not by a thread of its own (the io_uring engine). A queue that
+/// received requests of such an engine drives it while it waits.
+pub(crate) trait Driver: Send + Sync {
+    /// Reap completions until `cq` holds one, or say why not.
+    fn drive(&self, cq: &CompletionQueue) -> Drive;
+    /// Reap what has completed, without blocking.
+    fn poll(&self);
+}
+
+#[derive(Default)]
+struct CqState {
+    done: VecDeque<Completion>,
+    /// Set by a driver that stopped driving, so that a waiter takes over.
+    poked: bool,
+    /// Threads blocked in [`CompletionQueue::wait_into`].
+    sleepers: usize,
+    /// Engines to drive for this queue's completions: (identity, engine).
+    drivers: Vec<(usize, Weak<dyn Driver>)>,
+}
+
 #[derive(Default)]
 struct CqInner {
-    done: Mutex<VecDeque<Completion>>,
+    state: Mutex<CqState>,
     ready: Condvar,
 }
 
 /// Where the completions of one requester arrive. Cheap to clone; the
 /// engine holds a clone per request in flight, so a requester that goes
 /// away leaves its buffers with the engine until the kernel is done.
+///
+/// Waiting on a queue drives the engines that need it (io_uring): the
+/// waiting thread itself enters the kernel and reaps, so a requester that
+/// submits and waits costs no hand-off to another thread.
 #[derive(Clone, Default)]
 pub struct CompletionQueue(Arc<CqInner>);
 
@@ -145,25 +181,61 @@ impl CompletionQueue {
         Self::default()
     }
 
-    /// Deliver one completion (engines call this).
-    pub fn push(&self, c: Completion) {
-        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back(c);
-        drop(q);
-        self.0.ready.notify_one();
+    fn lock(&self) -> std::sync::MutexGuard<'_, CqState> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Deliver several completions with one lock and one wakeup (engines
-    /// call this to route a batch of completions).
+    /// Deliver one completion (engines call this).
+    pub fn push(&self, c: Completion) {
+        self.push_all(std::iter::once(c));
+    }
+
+    /// Deliver several completions with one lock and at most one wakeup
+    /// (engines call this to route a batch of completions).
     pub fn push_all(&self, cs: impl IntoIterator<Item = Completion>) {
-        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
-        let before = q.len();
-        q.extend(cs);
-        let added = q.len() > before;
+        let mut q = self.lock();
+        let before = q.done.len();
+        q.done.extend(cs);
+        let wake = q.done.len() > before && q.sleepers > 0;
         drop(q);
-        if added {
-            self.0.ready.notify_one();
+        if wake {
+            self.0.ready.notify_all();
         }
+    }
+
+    /// Ask whoever waits on this queue to look again (a driver that stops
+    /// driving, or new work for an idle waiter).
+    pub(crate) fn poke(&self) {
+        let mut q = self.lock();
+        q.poked = true;
+        let wake = q.sleepers > 0;
+        drop(q);
+        if wake {
+            self.0.ready.notify_all();
+        }
+    }
+
+    /// Note that `driver` has requests for this queue in flight.
+    pub(crate) fn attach<D: Driver + 'static>(&self, driver: &Arc<D>) {
+        let id = Arc::as_ptr(driver) as *const () as usize;
+        let mut q = self.lock();
+        if !q.drivers.iter().any(|(d, _)| *d == id) {
+            q.drivers.retain(|(_, w)| w.strong_count() > 0);
+            let weak: Weak<D> = Arc::downgrade(driver);
+            q.drivers.push((id, weak));
+            // A thread already asleep on this queue knew of no engine to
+            // drive: wake it to look again.
+            if q.sleepers > 0 {
+                q.poked = true;
+                drop(q);
+                self.0.ready.notify_all();
+            }
+        }
+    }
+
+    /// Whether at least one completion is waiting to be taken.
+    pub(crate) fn has_completions(&self) -> bool {
+        !self.lock().done.is_empty()
     }
 
     /// Whether `self` and `other` are handles of the same queue.
@@ -172,19 +244,67 @@ impl CompletionQueue {
     }
 
     /// Block until at least one completion is there, then take all of them
-    /// into `out`.
+    /// into `out`. Drives the engines that need it meanwhile.
     pub fn wait_into(&self, out: &mut Vec<Completion>) {
-        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
-        while q.is_empty() {
-            q = self.0.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        loop {
+            let (driver, more) = {
+                let mut q = self.lock();
+                if !q.done.is_empty() {
+                    out.extend(q.done.drain(..));
+                    return;
+                }
+                q.poked = false;
+                let mut live = q.drivers.iter().filter_map(|(_, w)| w.upgrade());
+                (live.next(), live.next().is_some())
+            };
+            let drive = match &driver {
+                // Several engines: poll each, then sleep briefly (below).
+                Some(_) if more => {
+                    self.poll_drivers();
+                    Drive::Busy
+                }
+                Some(d) => d.drive(self),
+                None => Drive::Idle,
+            };
+            drop(driver);
+            if drive == Drive::Reaped {
+                continue;
+            }
+            let mut q = self.lock();
+            q.sleepers += 1;
+            while q.done.is_empty() && !q.poked {
+                if more {
+                    q = self
+                        .0
+                        .ready
+                        .wait_timeout(q, std::time::Duration::from_millis(1))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    break;
+                }
+                q = self.0.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            q.sleepers -= 1;
         }
-        out.extend(q.drain(..));
     }
 
-    /// Take whatever completions are there without blocking.
+    fn poll_drivers(&self) {
+        let drivers: Vec<_> = self
+            .lock()
+            .drivers
+            .iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
+        for d in drivers {
+            d.poll();
+        }
+    }
+
+    /// Take whatever completions are there without blocking (reaping what
+    /// the engines have completed first).
     pub fn poll_into(&self, out: &mut Vec<Completion>) {
-        let mut q = self.0.done.lock().unwrap_or_else(|e| e.into_inner());
-        out.extend(q.drain(..));
+        self.poll_drivers();
+        out.extend(self.lock().done.drain(..));
     }
 }
 
@@ -197,9 +317,19 @@ pub trait IoEngine: Send + Sync {
     fn device_bytes(&self) -> u64;
 
     /// Submit every op in `ops` (draining it). Completions arrive on `cq`,
-    /// in any order. Blocks only for back-pressure when the engine's queue
+    /// in any order; wait for them with [`CompletionQueue::wait_into`],
+    /// which may reap for the engine (one queue should serve one engine).
+    /// Blocks only for back-pressure when the engine's queue
     /// is full; never drops a request.
     fn submit(&self, ops: &mut Vec<Op>, cq: &CompletionQueue);
+
+    /// Submit `ops` as [`IoEngine::submit`] does, then wait as
+    /// [`CompletionQueue::wait_into`] does. The io_uring engine sends the
+    /// ops and waits for completions in one system call when it can.
+    fn submit_and_wait(&self, ops: &mut Vec<Op>, cq: &CompletionQueue, out: &mut Vec<Completion>) {
+        self.submit(ops, cq);
+        cq.wait_into(out);
+    }
 
     /// A buffer of `len` bytes, from the engine's (registered) pool when one
     /// is free.
@@ -326,9 +456,8 @@ pub fn open(path: &Path, opts: &OpenOptions) -> std::io::Result<Arc<dyn IoEngine
 pub fn run_one(engine: &dyn IoEngine, op: Op) -> Result<IoBuf, IoError> {
     let cq = CompletionQueue::new();
     let mut ops = vec![op];
-    engine.submit(&mut ops, &cq);
     let mut out = Vec::with_capacity(1);
-    cq.wait_into(&mut out);
+    engine.submit_and_wait(&mut ops, &cq, &mut out);
     match out.pop() {
         Some(c) => c.result.map(|_| c.buf),
         None => Err(IoError::Stopped),

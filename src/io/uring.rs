@@ -1,13 +1,23 @@
 //! The io_uring engine.
 //!
-//! One ring thread owns the ring. [`IoEngine::submit`] only appends to a
-//! shared pending queue and, if the ring thread sleeps, wakes it through an
-//! eventfd on which the ring thread keeps a read armed inside the ring: a
-//! thread blocked in `io_uring_enter` then wakes on new work as it does on a
-//! completion. Each turn of the ring thread moves pending ops into SQEs (at
-//! most `queue_depth` in flight), submits them all and waits with one
-//! `io_uring_enter`, reaps every CQE and routes the completions, one lock
-//! and one wakeup per requester queue.
+//! There is no ring thread. A requester's own thread submits its SQEs (one
+//! `io_uring_enter` for a whole batch) and, when it waits for completions,
+//! reaps them itself: [`CompletionQueue::wait_into`] drives the ring. The
+//! kernel posts a completion from the task that submitted it, so a
+//! requester that submits and waits is woken once per batch, with no
+//! hand-off to another thread, as fio's own loop is.
+//!
+//! Several threads share the ring. Submission is serialized by the `sq`
+//! lock (held across the non-blocking enter that submits). Reaping is one
+//! role, the *driver*: whoever holds the `reap` lock waits in the kernel,
+//! reaps every CQE and routes each completion to its requester's queue, one
+//! lock and at most one wakeup per queue. A thread that wants completions
+//! while another drives registers its queue as a waiter and sleeps; the
+//! driver routes to it as it goes, and pokes every waiter when it stops
+//! driving, so one of them takes over. A submitter whose ops find every slot
+//! in flight (`queue_depth`) drives until one frees: back-pressure, never a
+//! drop. Nothing runs when nothing is asked: idle costs no thread and no
+//! wakeup.
 //!
 //! The device is registered as fixed file 0 and every buffer of the engine's
 //! pool as a fixed buffer, so a request with a pool buffer is a
@@ -18,7 +28,8 @@
 //! Buffer ownership: an op's [`IoBuf`] lives in the in-flight slab from its
 //! SQE until its last CQE, whatever the requester does meanwhile; a
 //! requester that drops its queue only makes the completion (and the buffer,
-//! back to its pool) be dropped when it arrives.
+//! back to its pool) be dropped when it is reaped: by the next thread that
+//! waits, polls, allocates from an empty pool, or drops the engine.
 //!
 //! Short transfers are resubmitted for the remainder; a read that reaches
 //! the end of the file fails with [`IoError::Short`]. A flush is an
@@ -26,27 +37,19 @@
 //! it durable (it is not ordered against writes still in flight, and need
 //! not be).
 
-use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write as _;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
-use std::thread::JoinHandle;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
 use super::{
-    BufPool, Completion, CompletionQueue, IoBuf, IoEngine, IoError, Op, OpKind, OpenOptions,
-    check_request,
+    BufPool, Completion, CompletionQueue, Drive, Driver, IoBuf, IoEngine, IoError, Op, OpKind,
+    OpenOptions, check_request,
 };
 
-/// `user_data` of the eventfd read; slab keys never come near it.
-const WAKE_USER_DATA: u64 = u64::MAX;
-/// Submitters wait while this many ops per unit of queue depth are pending
-/// (queued but not yet in flight).
-const PENDING_PER_SLOT: usize = 4;
 /// The most one read or write transfers (Linux's MAX_RW_COUNT); longer
 /// requests complete short and the remainder is resubmitted.
 const MAX_BYTES_PER_SQE: usize = 0x7fff_f000;
@@ -62,10 +65,13 @@ pub struct UringStats {
     pub plain_sqes: u64,
     /// Calls to `io_uring_enter`.
     pub enters: u64,
-    /// SQEs those calls submitted, eventfd reads included.
+    /// SQEs those calls submitted.
     pub sqes_submitted: u64,
     /// The most SQEs one call submitted.
     pub max_sqes_per_enter: u64,
+    /// Times a thread that wanted completions found another driving and
+    /// slept until it was routed its completions or poked.
+    pub driver_waits: u64,
 }
 
 #[derive(Default)]
@@ -75,75 +81,72 @@ struct Counters {
     enters: AtomicU64,
     sqes_submitted: AtomicU64,
     max_sqes_per_enter: AtomicU64,
+    driver_waits: AtomicU64,
 }
 
-/// What submitters and the ring thread share under one lock.
-#[derive(Default)]
-struct Pending {
-    ops: VecDeque<(Op, CompletionQueue)>,
-    /// The engine is being dropped: the ring thread finishes everything and
-    /// exits.
-    stopping: bool,
-    /// The ring thread is gone: new ops fail with [`IoError::Stopped`].
+/// One op between its SQE and its last CQE.
+struct InFlight {
+    op: Op,
+    cq: CompletionQueue,
+    /// Bytes already transferred (short transfers resubmit the rest).
+    done: usize,
+}
+
+/// The submission side, under the `sq` lock.
+struct SqSide {
+    /// Ops submitted to the kernel, keyed by `user_data`.
+    in_flight: Slab<InFlight>,
+    /// The engine is being dropped: new ops fail with [`IoError::Stopped`].
     closed: bool,
-    /// Submitters waiting for room (so the ring thread signals only when
-    /// someone listens).
-    waiters: usize,
 }
 
+/// The driver's scratch space, under the `reap` lock (the driving role).
+#[derive(Default)]
+struct ReapSide {
+    cqes: Vec<(u64, i32)>,
+    routed: Vec<(CompletionQueue, Completion)>,
+    batch: Vec<Completion>,
+}
+
+/// What a thread that cannot drive waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// A completion on its queue.
+    Completion,
+    /// A free slot to submit into.
+    Room,
+}
+
+/// Everything the engine's users share.
+///
+/// Field order is drop order, and it matters: `ring` goes first, so the
+/// kernel is done with the registered buffers (`pool`) and the registered
+/// file (`_device`) before they are freed or closed. The engine's `Drop`
+/// makes sure nothing is in flight by then.
 struct Shared {
-    pending: Mutex<Pending>,
-    /// Signalled when the pending queue shrinks below the limit.
-    room: Condvar,
-    /// Set by the ring thread (under the `pending` lock, after finding the
-    /// queue empty) before it may block in the kernel; a submitter that
-    /// queued work and sees it set writes the eventfd.
-    sleeping: AtomicBool,
-    /// Written to wake the ring thread; it keeps a read of it in the ring.
-    eventfd: File,
-    /// The registered buffers. Also keeps their memory alive as long as the
-    /// ring thread (which owns the ring) holds this `Shared`.
-    pool: BufPool,
+    ring: IoUring,
+    sq: Mutex<SqSide>,
+    reap: Mutex<ReapSide>,
+    /// Queues of threads that wait for the driving role or for work.
+    waiters: Mutex<Vec<(CompletionQueue, Want)>>,
+    /// `!waiters.is_empty()`, readable without the lock.
+    has_waiters: AtomicBool,
+    /// Someone holds `reap`.
+    driving: AtomicBool,
+    /// `sq.in_flight.len()`, readable without the lock.
+    in_flight: AtomicUsize,
+    /// The most ops in flight.
+    depth: usize,
+    fixed_buffers: bool,
     counters: Counters,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Wake the ring thread if it may be blocked in the kernel.
-    fn wake(&self) {
-        // SeqCst pairs with the ring thread's store of `true`: the ring
-        // thread sets the flag and then, under the same lock we queued
-        // under, finds the queue empty; so either it sees our op or we see
-        // its flag. (The lock alone already orders the two; SeqCst keeps the
-        // argument independent of it.)
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            self.kick();
-        }
-    }
-
-    /// Add 1 to the eventfd, completing the ring thread's armed read.
-    #[expect(
-        clippy::host_endian_bytes,
-        reason = "eventfd(2) takes its 8-byte counter in host byte order"
-    )]
-    fn kick(&self) {
-        if let Err(e) = (&self.eventfd).write_all(&1u64.to_ne_bytes()) {
-            tracing::error!(error = %e, "cannot write the io_uring engine's eventfd");
-        }
-    }
+    pool: BufPool,
+    _device: File,
 }
 
 /// See the module docs.
 pub struct UringEngine {
     shared: Arc<Shared>,
-    ring_thread: Option<JoinHandle<()>>,
     device_bytes: u64,
-    queue_depth: usize,
-    pending_limit: usize,
-    fixed_buffers: bool,
 }
 
 impl UringEngine {
@@ -152,61 +155,58 @@ impl UringEngine {
     /// seccomp, `kernel.io_uring_disabled`), so that callers can fall back
     /// to psync.
     pub fn new(file: File, device_bytes: u64, opts: &OpenOptions) -> std::io::Result<UringEngine> {
-        let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending::default()),
-            room: Condvar::new(),
-            sleeping: AtomicBool::new(false),
-            eventfd: new_eventfd()?,
-            pool: BufPool::new(&opts.pool),
-            counters: Counters::default(),
-        });
-        let requested_depth = opts.queue_depth.max(1);
-        // The ring is built and registered on the ring thread, its only
-        // user; the thread reports how that went before `new` returns.
-        let (setup_tx, setup_rx) = mpsc::sync_channel(1);
-        let thread_shared = shared.clone();
-        let ring_thread = std::thread::Builder::new()
-            .name("ringcache-uring".into())
-            .spawn(move || {
-                match Ring::setup(file, requested_depth, thread_shared) {
-                    Ok(mut ring) => {
-                        let _ = setup_tx.send(Ok((ring.depth, ring.fixed_buffers)));
-                        ring.run();
-                    }
-                    Err(e) => {
-                        let _ = setup_tx.send(Err(e));
-                    }
-                };
-            })?;
-        let setup = setup_rx.recv().unwrap_or_else(|_| {
-            Err(std::io::Error::other(
-                "the io_uring ring thread died while setting up",
-            ))
-        });
-        match setup {
-            Ok((queue_depth, fixed_buffers)) => Ok(UringEngine {
-                shared,
-                ring_thread: Some(ring_thread),
-                device_bytes,
-                queue_depth,
-                pending_limit: pending_limit(queue_depth),
-                fixed_buffers,
-            }),
-            Err(e) => {
-                let _ = ring_thread.join();
-                Err(e)
+        let requested = opts.queue_depth.max(1);
+        // Completions are posted when their submitter next enters the
+        // kernel (or sleeps), not by interrupting it: fio does the same.
+        let ring = match IoUring::builder()
+            .setup_clamp()
+            .setup_coop_taskrun()
+            .build(requested)
+        {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                IoUring::builder().setup_clamp().build(requested)?
             }
-        }
+            Err(e) => return Err(e),
+        };
+        let depth = ring.params().sq_entries().min(requested) as usize;
+        ring.submitter().register_files(&[file.as_raw_fd()])?;
+        let pool = BufPool::new(&opts.pool);
+        let fixed_buffers = register_pool(&ring, &pool);
+        Ok(UringEngine {
+            shared: Arc::new(Shared {
+                ring,
+                sq: Mutex::new(SqSide {
+                    in_flight: Slab::with_capacity(depth),
+                    closed: false,
+                }),
+                reap: Mutex::new(ReapSide {
+                    cqes: Vec::with_capacity(depth),
+                    routed: Vec::with_capacity(depth),
+                    batch: Vec::with_capacity(depth),
+                }),
+                waiters: Mutex::new(Vec::new()),
+                has_waiters: AtomicBool::new(false),
+                driving: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                depth,
+                fixed_buffers,
+                counters: Counters::default(),
+                pool,
+                _device: file,
+            }),
+            device_bytes,
+        })
     }
 
     /// Whether the pool's buffers are registered with the kernel.
     pub fn fixed_buffers(&self) -> bool {
-        self.fixed_buffers
+        self.shared.fixed_buffers
     }
 
     /// The most ops in flight at once.
     pub fn queue_depth(&self) -> usize {
-        self.queue_depth
+        self.shared.depth
     }
 
     /// A snapshot of the engine's counters.
@@ -218,6 +218,7 @@ impl UringEngine {
             enters: c.enters.load(Ordering::Relaxed),
             sqes_submitted: c.sqes_submitted.load(Ordering::Relaxed),
             max_sqes_per_enter: c.max_sqes_per_enter.load(Ordering::Relaxed),
+            driver_waits: c.driver_waits.load(Ordering::Relaxed),
         }
     }
 }
@@ -233,11 +234,153 @@ impl IoEngine for UringEngine {
 
     fn submit(&self, ops: &mut Vec<Op>, cq: &CompletionQueue) {
         let s = &*self.shared;
+        let pushed = self.shared.push_ops(ops, cq, self.device_bytes, None);
+        if pushed {
+            s.enter_submit();
+            // A waiter that found nothing to drive sleeps until work
+            // arrives. (SeqCst pairs with `Shared::idle`: either it sees
+            // our op in flight, or we see it waiting.)
+            if s.has_waiters.load(Ordering::SeqCst) && !s.driving.load(Ordering::SeqCst) {
+                s.poke_waiters(|_| true);
+            }
+        }
+    }
+
+    fn submit_and_wait(&self, ops: &mut Vec<Op>, cq: &CompletionQueue, out: &mut Vec<Completion>) {
+        let s = &*self.shared;
+        let Some(mut reap) = s.try_reap_lock() else {
+            // Another thread drives: submit now, then wait as usual.
+            self.submit(ops, cq);
+            cq.wait_into(out);
+            return;
+        };
+        // This thread drives, so the SQEs can wait for the enter that also
+        // waits for their completions: one system call, as fio's loop.
+        s.driving.store(true, Ordering::SeqCst);
+        self.shared
+            .push_ops(ops, cq, self.device_bytes, Some(&mut reap));
+        s.drive_held(&mut reap, cq, Want::Completion);
+        s.release(reap);
+        cq.wait_into(out);
+    }
+
+    fn alloc(&self, len: usize) -> IoBuf {
+        let buf = self.shared.pool.alloc(len);
+        if buf.pool_index().is_some() || self.shared.in_flight.load(Ordering::Relaxed) == 0 {
+            return buf;
+        }
+        // The pool is empty: buffers of requesters that went away may be
+        // waiting in completions nobody reaped yet.
+        self.shared.poll();
+        let again = self.shared.pool.alloc(len);
+        if again.pool_index().is_some() {
+            again
+        } else {
+            buf
+        }
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        s.lock_sq().closed = true;
+        // Finish everything in flight: the kernel must be done with every
+        // buffer before the ring (and the pool) go.
+        let mut failing = 0u32;
+        while s.in_flight.load(Ordering::SeqCst) > 0 {
+            let mut reap = s.reap.lock().unwrap_or_else(|e| e.into_inner());
+            s.driving.store(true, Ordering::SeqCst);
+            let ok = s.in_flight.load(Ordering::SeqCst) == 0 || s.wait_in_kernel();
+            s.reap_round(&mut reap);
+            s.driving.store(false, Ordering::SeqCst);
+            drop(reap);
+            if !ok {
+                failing += 1;
+                if failing > 1000 {
+                    break;
+                }
+            }
+        }
+        // Anyone still asleep on a queue of ours has been routed all it
+        // will get.
+        s.poke_waiters(|_| true);
+        let in_flight = s.in_flight.load(Ordering::SeqCst);
+        if in_flight == 0 {
+            // Closing the ring releases what it registered later, from a
+            // kernel work item; unregistering now lets go of the device
+            // file (and any lock on it) before the engine's drop returns,
+            // and unpins the pool. Nothing is in flight, so this is safe.
+            let submitter = s.ring.submitter();
+            if let Err(e) = submitter.unregister_files() {
+                tracing::warn!(error = %e, "cannot unregister the device from io_uring");
+            }
+            if s.fixed_buffers
+                && let Err(e) = submitter.unregister_buffers()
+            {
+                tracing::warn!(error = %e, "cannot unregister the buffer pool from io_uring");
+            }
+        } else {
+            tracing::error!(
+                in_flight,
+                "io_uring engine dropped with I/O the kernel never completed; leaking its buffers"
+            );
+            let mut sq = s.lock_sq();
+            std::mem::forget(std::mem::take(&mut sq.in_flight));
+        }
+    }
+}
+
+impl Driver for Shared {
+    fn drive(&self, cq: &CompletionQueue) -> Drive {
+        Shared::drive(self, cq, Want::Completion)
+    }
+
+    fn poll(&self) {
+        let Some(mut reap) = self.try_reap_lock() else {
+            return;
+        };
+        self.driving.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            // Lets this thread post the completions of what it submitted.
+            self.enter(0);
+        }
+        self.reap_round(&mut reap);
+        self.release(reap);
+    }
+}
+
+impl Shared {
+    fn lock_sq(&self) -> MutexGuard<'_, SqSide> {
+        self.sq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_reap_lock(&self) -> Option<MutexGuard<'_, ReapSide>> {
+        match self.reap.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Put `ops` in flight for `cq` (draining `ops`); refused ops complete
+    /// at once with their error. When every slot is taken, reap until one
+    /// frees: with `held`, the caller's driving role; otherwise by driving
+    /// or waiting for the driver. Returns whether SQEs were pushed that no
+    /// enter has submitted yet.
+    fn push_ops(
+        self: &Arc<Self>,
+        ops: &mut Vec<Op>,
+        cq: &CompletionQueue,
+        device_bytes: u64,
+        mut held: Option<&mut ReapSide>,
+    ) -> bool {
+        cq.attach(self);
         let mut refused = Vec::new();
-        let mut queued = false;
-        let mut pending = s.lock();
+        let mut sq = self.lock_sq();
+        let mut pushed = false;
         for op in ops.drain(..) {
-            if let Err(e) = check_request(&op, self.device_bytes) {
+            if let Err(e) = check_request(&op, device_bytes) {
                 refused.push(Completion {
                     tag: op.tag,
                     result: Err(e),
@@ -245,13 +388,27 @@ impl IoEngine for UringEngine {
                 });
                 continue;
             }
-            while pending.ops.len() >= self.pending_limit && !pending.closed {
-                s.wake();
-                pending.waiters += 1;
-                pending = s.room.wait(pending).unwrap_or_else(|e| e.into_inner());
-                pending.waiters -= 1;
+            while !sq.closed && sq.in_flight.len() >= self.depth {
+                drop(sq);
+                match held.as_deref_mut() {
+                    // The wait submits what this call pushed so far.
+                    Some(reap) => {
+                        if !self.wait_in_kernel() {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        self.reap_round(reap);
+                    }
+                    None => {
+                        if pushed {
+                            self.enter_submit();
+                        }
+                        self.drive(cq, Want::Room);
+                    }
+                }
+                pushed = false;
+                sq = self.lock_sq();
             }
-            if pending.closed {
+            if sq.closed {
                 refused.push(Completion {
                     tag: op.tag,
                     result: Err(IoError::Stopped),
@@ -259,368 +416,274 @@ impl IoEngine for UringEngine {
                 });
                 continue;
             }
-            pending.ops.push_back((op, cq.clone()));
-            queued = true;
-        }
-        drop(pending);
-        if queued {
-            s.wake();
-        }
-        if !refused.is_empty() {
-            cq.push_all(refused);
-        }
-    }
-
-    fn alloc(&self, len: usize) -> IoBuf {
-        self.shared.pool.alloc(len)
-    }
-}
-
-impl Drop for UringEngine {
-    fn drop(&mut self) {
-        // No submitter is left (they borrow the engine). The ring thread
-        // finishes what is pending and in flight, then exits.
-        self.shared.lock().stopping = true;
-        // Kick unconditionally: besides waking the thread, this completes
-        // its armed eventfd read, which must be done before the ring goes.
-        self.shared.kick();
-        if let Some(thread) = self.ring_thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the io_uring ring thread panicked");
-        }
-    }
-}
-
-/// How many pending ops make submitters wait, for a queue depth.
-fn pending_limit(depth: usize) -> usize {
-    depth * PENDING_PER_SLOT
-}
-
-/// A new blocking eventfd (a read of it in the ring waits for a write).
-fn new_eventfd() -> std::io::Result<File> {
-    // SAFETY: eventfd(2) takes no pointers; it returns a new descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just created by eventfd(2) and nothing else owns it.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// One op between its SQE and its last CQE.
-struct InFlight {
-    op: Op,
-    cq: CompletionQueue,
-    /// Bytes already transferred (short transfers resubmit the rest).
-    done: usize,
-}
-
-/// The ring thread's state.
-///
-/// Field order is drop order, and it matters: `ring` goes first, so the
-/// kernel is done with the registered buffers (in `shared.pool`), the
-/// registered file (`_device`), the eventfd (`shared.eventfd`) and its read
-/// buffer (`wake_buf`) before any of them is freed or closed. `Drop for
-/// Ring` makes sure nothing is still in flight when `ring` goes.
-struct Ring {
-    ring: IoUring,
-    /// Ops submitted to the kernel or about to be, keyed by `user_data`.
-    in_flight: Slab<InFlight>,
-    /// Slab keys that need an SQE: new ops and remainders of short
-    /// transfers.
-    ready: VecDeque<usize>,
-    /// What the armed eventfd read writes into (the value is not needed).
-    wake_buf: Box<[u8; 8]>,
-    /// Whether an eventfd read is in the ring.
-    wake_armed: bool,
-    /// Latched from `Pending::stopping`.
-    stopping: bool,
-    /// The most ops in flight.
-    depth: usize,
-    fixed_buffers: bool,
-    /// Scratch space kept across turns so a turn allocates nothing.
-    cqes: Vec<(u64, i32)>,
-    routed: Vec<(CompletionQueue, Completion)>,
-    batch: Vec<Completion>,
-    _device: File,
-    shared: Arc<Shared>,
-}
-
-impl Ring {
-    fn setup(device: File, requested_depth: u32, shared: Arc<Shared>) -> std::io::Result<Ring> {
-        let ring = IoUring::builder().setup_clamp().build(requested_depth)?;
-        let depth = (ring.params().sq_entries().min(requested_depth)) as usize;
-        ring.submitter().register_files(&[device.as_raw_fd()])?;
-        let fixed_buffers = register_pool(&ring, &shared.pool);
-        Ok(Ring {
-            ring,
-            in_flight: Slab::with_capacity(depth),
-            ready: VecDeque::with_capacity(depth),
-            wake_buf: Box::new([0; 8]),
-            wake_armed: false,
-            stopping: false,
-            depth,
-            fixed_buffers,
-            cqes: Vec::with_capacity(depth + 1),
-            routed: Vec::with_capacity(depth),
-            batch: Vec::with_capacity(depth),
-            _device: device,
-            shared,
-        })
-    }
-
-    fn run(&mut self) {
-        let mut failing_enters = 0u64;
-        loop {
-            let drained = self.take_pending();
-            self.push_sqes();
-            if self.stopping && drained && self.in_flight.is_empty() && !self.wake_armed {
-                return;
-            }
-            match self.ring.submit_and_wait(1) {
-                Ok(submitted) => {
-                    failing_enters = 0;
-                    self.count_enter(submitted);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => {
-                    // EAGAIN/ENOMEM (short of memory) or EBUSY (completions
-                    // backed up): reap, then try again shortly.
-                    if failing_enters.is_multiple_of(1000) {
-                        tracing::warn!(error = %e, "io_uring_enter failed; retrying");
-                    }
-                    failing_enters += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
-            self.shared.sleeping.store(false, Ordering::SeqCst);
-            self.reap();
-            self.route();
-        }
-    }
-
-    /// Move pending ops into the slab, up to the queue depth. Returns
-    /// whether the pending queue is now empty.
-    fn take_pending(&mut self) -> bool {
-        let mut pending = self.shared.lock();
-        while self.in_flight.len() < self.depth {
-            let Some((op, cq)) = pending.ops.pop_front() else {
-                break;
-            };
-            let key = self.in_flight.insert(InFlight { op, cq, done: 0 });
-            self.ready.push_back(key);
-        }
-        if pending.waiters > 0 && pending.ops.len() < pending_limit(self.depth) {
-            self.shared.room.notify_all();
-        }
-        self.stopping = pending.stopping;
-        let drained = pending.ops.is_empty();
-        if drained && !self.stopping {
-            // From here on, new work must wake us: see `Shared::wake`.
-            self.shared.sleeping.store(true, Ordering::SeqCst);
-        }
-        drained
-    }
-
-    /// Push an SQE for every ready op (while the SQ has room) and re-arm the
-    /// eventfd read.
-    fn push_sqes(&mut self) {
-        let registered = self.fixed_buffers.then(|| self.shared.pool.iovecs());
-        let (mut fixed, mut plain) = (0, 0);
-        let mut sq = self.ring.submission();
-        while let Some(&key) = self.ready.front() {
-            if sq.is_full() {
-                break;
-            }
-            self.ready.pop_front();
-            let Some(entry) = self.in_flight.get_mut(key) else {
-                continue;
-            };
-            let (sqe, is_fixed) = prepare(entry, key, registered);
-            // SAFETY: the SQE points into `entry.op.buf` (at most its length
-            // past `done`, see `prepare`), whose memory stays put and alive
-            // while the entry is in the slab; the entry leaves the slab only
-            // when its CQE has been reaped, and `Drop for Ring` waits for
-            // outstanding CQEs (or leaks the slab) before the buffers could
-            // be freed. A fixed SQE names a buffer index registered with this
-            // ring and lies inside that buffer (`registered_index`). The file
-            // is fixed file 0, registered in `setup`.
-            if unsafe { sq.push(&sqe) }.is_err() {
-                self.ready.push_front(key);
-                break;
-            }
-            if is_fixed {
-                fixed += 1;
+            let key = sq.in_flight.insert(InFlight {
+                op,
+                cq: cq.clone(),
+                done: 0,
+            });
+            if self.push_sqe(&mut sq, key) {
+                // Counted once its SQE is in the ring: a driver that sees
+                // it in flight and enters also submits it.
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                pushed = true;
             } else {
-                plain += 1;
-            }
-        }
-        if !self.wake_armed && !self.stopping && !sq.is_full() {
-            let read = opcode::Read::new(
-                types::Fd(self.shared.eventfd.as_raw_fd()),
-                self.wake_buf.as_mut_ptr(),
-                8,
-            )
-            .build()
-            .user_data(WAKE_USER_DATA);
-            // SAFETY: `wake_buf` is a heap allocation of 8 bytes owned by
-            // this `Ring`; nothing touches it until the read's CQE, and
-            // `Drop for Ring` completes the read (or leaks the buffer)
-            // before it is freed. The eventfd lives in `shared`, which
-            // outlives the ring (field order).
-            if unsafe { sq.push(&read) }.is_ok() {
-                self.wake_armed = true;
-            }
-        }
-        drop(sq);
-        let c = &self.shared.counters;
-        c.fixed_sqes.fetch_add(fixed, Ordering::Relaxed);
-        c.plain_sqes.fetch_add(plain, Ordering::Relaxed);
-    }
-
-    fn count_enter(&self, submitted: usize) {
-        let c = &self.shared.counters;
-        let submitted = submitted as u64;
-        c.enters.fetch_add(1, Ordering::Relaxed);
-        c.sqes_submitted.fetch_add(submitted, Ordering::Relaxed);
-        c.max_sqes_per_enter.fetch_max(submitted, Ordering::Relaxed);
-    }
-
-    /// Take every CQE: finish its op, or queue the rest of a short transfer.
-    fn reap(&mut self) {
-        self.cqes.clear();
-        self.cqes
-            .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-        for &(user_data, res) in &self.cqes {
-            if user_data == WAKE_USER_DATA {
-                self.wake_armed = false;
-                if res < 0 && res != -libc::EINTR && res != -libc::ECANCELED {
-                    tracing::warn!(
-                        error = %std::io::Error::from_raw_os_error(-res),
-                        "the io_uring engine's eventfd read failed"
-                    );
-                    // It is re-armed next turn: do not spin on a failure.
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                continue;
-            }
-            let key = user_data as usize;
-            let Some(entry) = self.in_flight.get_mut(key) else {
-                tracing::error!(user_data, "io_uring completion for no request");
-                continue;
-            };
-            match outcome(entry, res) {
-                None => self.ready.push_back(key),
-                Some(result) => {
-                    let InFlight { op, cq, .. } = self.in_flight.remove(key);
-                    self.routed.push((
-                        cq,
-                        Completion {
-                            tag: op.tag,
-                            result,
-                            buf: op.buf,
-                        },
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Hand the reaped completions to their queues: consecutive completions
-    /// for the same queue go in one batch.
-    fn route(&mut self) {
-        let mut current: Option<CompletionQueue> = None;
-        for (cq, completion) in self.routed.drain(..) {
-            match &current {
-                Some(cur) if cur.same_queue(&cq) => {}
-                _ => {
-                    if let Some(done) = current.replace(cq) {
-                        done.push_all(self.batch.drain(..));
-                    }
-                }
-            }
-            self.batch.push(completion);
-        }
-        if let Some(done) = current {
-            done.push_all(self.batch.drain(..));
-        }
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // After a normal exit nothing is in flight. After a panic on the
-        // ring thread the kernel may still write into buffers in the slab
-        // or into `wake_buf`: wait for those CQEs before anything is freed.
-        for key in self.ready.drain(..) {
-            // Not in the kernel (no SQE pushed since its last CQE).
-            if let Some(InFlight { op, cq, .. }) = self.in_flight.try_remove(key) {
-                cq.push(Completion {
+                let InFlight { op, .. } = sq.in_flight.remove(key);
+                refused.push(Completion {
                     tag: op.tag,
                     result: Err(IoError::Stopped),
                     buf: op.buf,
                 });
             }
         }
-        if self.wake_armed {
-            self.shared.kick();
+        drop(sq);
+        if !refused.is_empty() {
+            cq.push_all(refused);
         }
-        while !self.in_flight.is_empty() || self.wake_armed {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(_) => break,
+        pushed
+    }
+
+    /// With the driving role held, reap until `want` is met for `cq` or
+    /// nothing is in flight. Returns whether it stopped for lack of work.
+    fn drive_held(&self, reap: &mut ReapSide, cq: &CompletionQueue, want: Want) -> bool {
+        let met = |s: &Shared| match want {
+            Want::Completion => cq.has_completions(),
+            Want::Room => s.in_flight.load(Ordering::SeqCst) < s.depth,
+        };
+        let mut failing = 0u32;
+        while !met(self) {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return true;
             }
-            for cqe in self.ring.completion() {
-                if cqe.user_data() == WAKE_USER_DATA {
-                    self.wake_armed = false;
-                } else if let Some(InFlight { op, cq, .. }) =
-                    self.in_flight.try_remove(cqe.user_data() as usize)
-                {
-                    cq.push(Completion {
-                        tag: op.tag,
-                        result: Err(IoError::Stopped),
-                        buf: op.buf,
-                    });
+            if self.wait_in_kernel() {
+                failing = 0;
+            } else {
+                failing += 1;
+                if failing.is_multiple_of(1000) {
+                    tracing::warn!("io_uring_enter keeps failing; still retrying");
+                }
+                // Do not spin on a failing enter.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.reap_round(reap);
+        }
+        false
+    }
+
+    /// Reap until `want` is met for `cq`, taking the driving role; or, when
+    /// another thread drives, register `cq` to be poked and say so.
+    fn drive(&self, cq: &CompletionQueue, want: Want) -> Drive {
+        let reap = match self.try_reap_lock() {
+            Some(g) => g,
+            None => {
+                self.register(cq, want);
+                // The driver may have let go before we registered.
+                match self.try_reap_lock() {
+                    Some(g) => g,
+                    None => {
+                        self.counters.driver_waits.fetch_add(1, Ordering::Relaxed);
+                        return Drive::Busy;
+                    }
+                }
+            }
+        };
+        let mut reap = reap;
+        self.driving.store(true, Ordering::SeqCst);
+        let idle = self.drive_held(&mut reap, cq, want);
+        self.release(reap);
+        if idle { self.idle(cq) } else { Drive::Reaped }
+    }
+
+    /// Let go of the driving role and poke every waiter, so that one of
+    /// them takes it over.
+    fn release(&self, reap: MutexGuard<'_, ReapSide>) {
+        self.driving.store(false, Ordering::SeqCst);
+        drop(reap);
+        if self.has_waiters.load(Ordering::SeqCst) {
+            self.poke_waiters(|_| true);
+        }
+    }
+
+    /// Nothing is in flight: register `cq` to be poked by the next
+    /// submission, unless one slipped in meanwhile.
+    fn idle(&self, cq: &CompletionQueue) -> Drive {
+        self.register(cq, Want::Completion);
+        // SeqCst pairs with `submit`: either it sees us waiting, or we
+        // see its op in flight.
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            Drive::Reaped
+        } else {
+            Drive::Idle
+        }
+    }
+
+    fn register(&self, cq: &CompletionQueue, want: Want) {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.iter().any(|(q, k)| *k == want && q.same_queue(cq)) {
+            w.push((cq.clone(), want));
+        }
+        self.has_waiters.store(true, Ordering::SeqCst);
+    }
+
+    /// Poke (and forget) the waiters that `which` picks.
+    fn poke_waiters(&self, which: impl Fn(Want) -> bool) {
+        let poked: Vec<CompletionQueue> = {
+            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let mut poked = Vec::new();
+            w.retain(|(q, k)| {
+                if which(*k) {
+                    poked.push(q.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            self.has_waiters.store(!w.is_empty(), Ordering::SeqCst);
+            poked
+        };
+        for q in poked {
+            q.poke();
+        }
+    }
+
+    /// Submit what the SQ holds, without waiting.
+    fn enter_submit(&self) {
+        self.enter(0);
+    }
+
+    /// Submit what the SQ holds and wait for at least one completion.
+    /// Returns false when the kernel refused (the caller backs off).
+    fn wait_in_kernel(&self) -> bool {
+        self.enter(1)
+    }
+
+    /// One `io_uring_enter` that submits the whole SQ and waits for `want`
+    /// completions. Returns whether it worked (EINTR counts as worked: the
+    /// caller looks again). Any enter also runs this thread's pending task
+    /// work, which posts the completions of what it submitted.
+    fn enter(&self, want: usize) -> bool {
+        match self.ring.submitter().submit_and_wait(want) {
+            Ok(n) => {
+                let c = &self.counters;
+                c.enters.fetch_add(1, Ordering::Relaxed);
+                c.sqes_submitted.fetch_add(n as u64, Ordering::Relaxed);
+                c.max_sqes_per_enter.fetch_max(n as u64, Ordering::Relaxed);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => true,
+            Err(e) => {
+                // EAGAIN/ENOMEM (short of memory) or EBUSY (completions
+                // backed up): the caller reaps and tries again.
+                tracing::debug!(error = %e, "io_uring_enter failed");
+                false
+            }
+        }
+    }
+
+    /// Queue the SQE for what remains of in-flight op `key`. Caller holds
+    /// `sq`. Returns false when the SQ has no room, which the depth bound
+    /// rules out.
+    fn push_sqe(&self, sq: &mut SqSide, key: usize) -> bool {
+        let registered = self.fixed_buffers.then(|| self.pool.iovecs());
+        let Some(entry) = sq.in_flight.get_mut(key) else {
+            return false;
+        };
+        let moves_data = entry.op.kind != OpKind::Flush;
+        let (sqe, is_fixed) = prepare(entry, key, registered);
+        // SAFETY: the caller holds the `sq` lock, so no other submission
+        // queue handle of this ring exists. The SQE points into
+        // `entry.op.buf` (at most its length past `done`, see `prepare`),
+        // whose memory stays put and alive while the entry is in the slab;
+        // the entry leaves the slab only when its last CQE has been reaped,
+        // and the engine's drop waits for every CQE (or leaks the slab)
+        // before the buffers could be freed. A fixed SQE names a buffer
+        // index registered with this ring and lies inside that buffer
+        // (`registered_index`). The file is fixed file 0, registered in
+        // `new`.
+        if unsafe { self.ring.submission_shared().push(&sqe) }.is_err() {
+            tracing::error!("io_uring submission queue full with slots free");
+            return false;
+        }
+        if moves_data {
+            let counter = if is_fixed {
+                &self.counters.fixed_sqes
+            } else {
+                &self.counters.plain_sqes
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Take every CQE: finish its op, or resubmit the rest of a short
+    /// transfer; then hand the completions to their queues. Caller holds
+    /// the driving role (`reap`).
+    fn reap_round(&self, reap: &mut ReapSide) {
+        reap.cqes.clear();
+        {
+            // SAFETY: the caller holds the `reap` lock, so no other
+            // completion queue handle of this ring exists.
+            let cq = unsafe { self.ring.completion_shared() };
+            reap.cqes.extend(cq.map(|c| (c.user_data(), c.result())));
+        }
+        if reap.cqes.is_empty() {
+            return;
+        }
+        let mut sq = self.lock_sq();
+        let mut resubmitted = false;
+        for &(user_data, res) in &reap.cqes {
+            let key = user_data as usize;
+            let Some(entry) = sq.in_flight.get_mut(key) else {
+                tracing::error!(user_data, "io_uring completion for no request");
+                continue;
+            };
+            let result = match outcome(entry, res) {
+                None if self.push_sqe(&mut sq, key) => {
+                    resubmitted = true;
+                    continue;
+                }
+                None => Err(IoError::Stopped),
+                Some(result) => result,
+            };
+            let InFlight { op, cq, .. } = sq.in_flight.remove(key);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            reap.routed.push((
+                cq,
+                Completion {
+                    tag: op.tag,
+                    result,
+                    buf: op.buf,
+                },
+            ));
+        }
+        if resubmitted {
+            self.enter_submit();
+        }
+        drop(sq);
+        let freed = !reap.routed.is_empty();
+        route(&mut reap.routed, &mut reap.batch);
+        if freed && self.has_waiters.load(Ordering::SeqCst) {
+            self.poke_waiters(|w| w == Want::Room);
+        }
+    }
+}
+
+/// Hand reaped completions to their queues: consecutive completions for the
+/// same queue go in one batch.
+fn route(routed: &mut Vec<(CompletionQueue, Completion)>, batch: &mut Vec<Completion>) {
+    let mut current: Option<CompletionQueue> = None;
+    for (cq, completion) in routed.drain(..) {
+        match &current {
+            Some(cur) if cur.same_queue(&cq) => {}
+            _ => {
+                if let Some(done) = current.replace(cq) {
+                    done.push_all(batch.drain(..));
                 }
             }
         }
-        if self.in_flight.is_empty() && !self.wake_armed {
-            // Closing the ring releases what it registered later, from a
-            // kernel work item; unregistering now lets go of the device
-            // file (and any lock on it) before the engine's drop returns,
-            // and unpins the pool. Nothing is in flight, so this is safe.
-            let submitter = self.ring.submitter();
-            if let Err(e) = submitter.unregister_files() {
-                tracing::warn!(error = %e, "cannot unregister the device from io_uring");
-            }
-            if self.fixed_buffers
-                && let Err(e) = submitter.unregister_buffers()
-            {
-                tracing::warn!(error = %e, "cannot unregister the buffer pool from io_uring");
-            }
-        } else {
-            tracing::error!(
-                in_flight = self.in_flight.len(),
-                "io_uring ring torn down with I/O in flight; leaking its buffers"
-            );
-            std::mem::forget(std::mem::take(&mut self.in_flight));
-            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
-        }
-        // Whatever is still pending never reaches the kernel.
-        let mut pending = self.shared.lock();
-        pending.closed = true;
-        let orphans = std::mem::take(&mut pending.ops);
-        drop(pending);
-        self.shared.room.notify_all();
-        for (op, cq) in orphans {
-            cq.push(Completion {
-                tag: op.tag,
-                result: Err(IoError::Stopped),
-                buf: op.buf,
-            });
-        }
+        batch.push(completion);
+    }
+    if let Some(done) = current {
+        done.push_all(batch.drain(..));
     }
 }
 

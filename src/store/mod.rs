@@ -1583,7 +1583,8 @@ impl Store {
 }
 
 /// Reads kept in flight together: submit many, then wait for whichever
-/// complete. All I/O of the queued reads goes to the engine in one batch.
+/// complete. Each read's I/O goes to the engine when it is submitted (the
+/// pieces of one read in one batch); waiting reaps for the engine.
 pub struct ReadQueue<'a> {
     store: &'a Store,
     cq: CompletionQueue,
@@ -1644,6 +1645,11 @@ impl<'a> ReadQueue<'a> {
             self.ready.push((tag, r));
         } else {
             self.plans.insert(plan);
+            // To the device at once, as fio does: holding reads back to
+            // batch them with the next ones only delays them (on a
+            // virtualised disk, 0.8 of fio's IOPS at queue depth 32 instead
+            // of par).
+            self.kick();
         }
         Ok(())
     }
