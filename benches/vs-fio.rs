@@ -197,11 +197,14 @@ fn rc_read_iops(file: &Path, qd: usize, seconds: u64) -> Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let t = Instant::now();
     loop {
-        while q.in_flight() < qd {
+        // Keep `qd` reads at the device; replace the finished ones before
+        // checking them (as fio requeues before it looks at completions).
+        q.reap();
+        while q.io_in_flight() < qd {
             let off = rng.random_range(0..blocks) * 4096;
             q.submit(ios, info.id, off, 4096)?;
         }
-        q.wait(&mut done);
+        q.take(&mut done);
         for (_, r) in done.drain(..) {
             let segs = r?;
             if segs.len() != 1 || !matches!(segs[0], ringcache::store::Segment::Data { .. }) {

@@ -9,8 +9,9 @@
 //! before.
 //!
 //! Per job clone (numjobs of them), iodepth I/Os in flight:
-//! - read-only jobs: one thread and a [`ReadQueue`], which batches the
-//!   reads to the engine and is waited on for whichever complete;
+//! - read-only jobs: one thread and a [`ReadQueue`], which sends each read
+//!   to the engine as it is queued; the thread reaps whichever complete,
+//!   tops the device's queue up again, then checks and counts them;
 //! - jobs that write: one thread per in-flight I/O (iodepth threads per
 //!   clone), each calling [`Store::write`] (or [`Store::read`] for the
 //!   read share of a mixed job). The store has no asynchronous write call,
@@ -376,22 +377,30 @@ fn is_hit(segs: &[Segment], len: u64) -> bool {
         && segs.iter().map(Segment::len).sum::<u64>() == len
 }
 
-/// A read-only clone: one thread keeping iodepth reads in a ReadQueue.
+/// A read-only clone: one thread keeping iodepth reads at the device
+/// through a ReadQueue.
 fn run_reader(c: &JobClone<'_>) -> Result<ThreadStats, BenchError> {
     let qd = c.job.iodepth as usize;
     let bs = c.job.bs;
     let mut st = ThreadStats::new();
     let mut q = ReadQueue::new(c.store);
     let now = Instant::now();
-    // Per slot: when its I/O started and whether it counts.
-    let mut started: Vec<(Instant, bool)> = vec![(now, false); qd];
-    let mut free: Vec<usize> = (0..qd).rev().collect();
+    // Per slot: when its read started and whether it counts. `qd` reads
+    // at the device, and as many done but not yet taken.
+    let mut started: Vec<(Instant, bool)> = vec![(now, false); 2 * qd];
+    let mut free: Vec<usize> = (0..2 * qd).rev().collect();
     let mut out = Vec::with_capacity(qd);
     let mut issuing = true;
+    let mut reaped = false;
     let mut next = 0u64;
     let result = (|| {
         loop {
-            while issuing && let Some(slot) = free.pop() {
+            // Top up the device's queue first, also right after a reap, so
+            // that it does not wait while finished reads are checked.
+            while issuing
+                && q.io_in_flight() < qd
+                && let Some(slot) = free.pop()
+            {
                 let now = Instant::now();
                 let Some(measured) = c.admit(now) else {
                     free.push(slot);
@@ -405,10 +414,16 @@ fn run_reader(c: &JobClone<'_>) -> Result<ThreadStats, BenchError> {
                     .map_err(store_err(format!("job {:?}: read", c.job.name)))?;
                 next += 1;
             }
-            if q.in_flight() == 0 {
-                return Ok(());
+            if !reaped {
+                if q.in_flight() == 0 {
+                    return Ok(());
+                }
+                q.reap();
+                reaped = true;
+                continue;
             }
-            q.wait(&mut out);
+            reaped = false;
+            q.take(&mut out);
             let now = Instant::now();
             let (mut ios, mut bytes) = (0u64, 0u64);
             for (slot, r) in out.drain(..) {

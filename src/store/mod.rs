@@ -1246,11 +1246,24 @@ impl Store {
         })
     }
 
-    /// Verify a completed plan's blocks and build its segments.
-    fn finish_read(&self, mut plan: ReadPlan) -> Result<Vec<Segment>> {
+    /// Verify completed plans' blocks and build their segments, under one
+    /// lock; (tag, result) pairs go to `out`.
+    fn finish_reads(
+        &self,
+        plans: impl Iterator<Item = ReadPlan>,
+        out: &mut Vec<(u64, Result<Vec<Segment>>)>,
+    ) {
         let mut inner = self.lock();
+        for plan in plans {
+            let tag = plan.tag;
+            out.push((tag, Self::finish_read(&mut inner, plan)));
+        }
+    }
+
+    /// Verify a completed plan's blocks and build its segments.
+    fn finish_read(inner: &mut Inner, mut plan: ReadPlan) -> Result<Vec<Segment>> {
         if let Some(e) = plan.error.take() {
-            Self::note_io_error(&mut inner, &e, false);
+            Self::note_io_error(inner, &e, false);
             return Err(e.into());
         }
         let data_gen = match inner.ix.objects.get(&plan.object) {
@@ -1591,6 +1604,8 @@ pub struct ReadQueue<'a> {
     plans: slab::Slab<ReadPlan>,
     ops: Vec<Op>,
     done: Vec<crate::io::Completion>,
+    /// Reads whose I/O is done, not verified yet.
+    landed: Vec<ReadPlan>,
     ready: Vec<(u64, Result<Vec<Segment>>)>,
 }
 
@@ -1603,13 +1618,19 @@ impl<'a> ReadQueue<'a> {
             plans: slab::Slab::new(),
             ops: Vec::new(),
             done: Vec::new(),
+            landed: Vec::new(),
             ready: Vec::new(),
         }
     }
 
     /// Reads queued or in flight.
     pub fn in_flight(&self) -> usize {
-        self.plans.len() + self.ready.len()
+        self.plans.len() + self.landed.len() + self.ready.len()
+    }
+
+    /// Reads whose I/O is still at the device (the queue depth it sees).
+    pub fn io_in_flight(&self) -> usize {
+        self.plans.len()
     }
 
     /// Queue a read of object `id`; `tag` comes back with its result.
@@ -1641,8 +1662,8 @@ impl<'a> ReadQueue<'a> {
             }
         }
         if plan.waiting == 0 {
-            let r = self.store.finish_read(plan);
-            self.ready.push((tag, r));
+            self.store
+                .finish_reads(std::iter::once(plan), &mut self.ready);
         } else {
             self.plans.insert(plan);
             // To the device at once, as fio does: holding reads back to
@@ -1661,42 +1682,55 @@ impl<'a> ReadQueue<'a> {
         }
     }
 
-    /// Wait until at least one read is complete (if any is in flight) and
-    /// append the completed (tag, result) pairs to `out`.
-    pub fn wait(&mut self, out: &mut Vec<(u64, Result<Vec<Segment>>)>) {
+    /// Wait until the I/O of at least one read is done (if any is in
+    /// flight), without verifying it yet, and return how many reads
+    /// [`ReadQueue::take`] would hand over now. A caller that keeps a queue
+    /// depth puts new reads in flight before it takes the finished ones, so
+    /// the device does not wait while blocks are checked.
+    pub fn reap(&mut self) -> usize {
         self.kick();
-        if self.ready.is_empty() && !self.plans.is_empty() {
-            loop {
-                self.cq.wait_into(&mut self.done);
-                for c in self.done.drain(..) {
-                    let key = (c.tag >> 20) as usize;
-                    let i = (c.tag & 0xF_FFFF) as usize;
-                    let Some(plan) = self.plans.get_mut(key) else {
-                        continue;
-                    };
-                    match c.result {
-                        Ok(_) => {
-                            if let Some(slot) = plan.bufs.get_mut(i) {
-                                *slot = Some(c.buf);
-                            }
-                        }
-                        Err(e) => {
-                            plan.error.get_or_insert(e);
+        while self.ready.is_empty() && self.landed.is_empty() && !self.plans.is_empty() {
+            self.cq.wait_into(&mut self.done);
+            for c in self.done.drain(..) {
+                let key = (c.tag >> 20) as usize;
+                let i = (c.tag & 0xF_FFFF) as usize;
+                let Some(plan) = self.plans.get_mut(key) else {
+                    continue;
+                };
+                match c.result {
+                    Ok(_) => {
+                        if let Some(slot) = plan.bufs.get_mut(i) {
+                            *slot = Some(c.buf);
                         }
                     }
-                    plan.waiting -= 1;
-                    if plan.waiting == 0 {
-                        let plan = self.plans.remove(key);
-                        let tag = plan.tag;
-                        let r = self.store.finish_read(plan);
-                        self.ready.push((tag, r));
+                    Err(e) => {
+                        plan.error.get_or_insert(e);
                     }
                 }
-                if !self.ready.is_empty() {
-                    break;
+                plan.waiting -= 1;
+                if plan.waiting == 0 {
+                    self.landed.push(self.plans.remove(key));
                 }
             }
         }
+        self.landed.len() + self.ready.len()
+    }
+
+    /// Verify the reads whose I/O is done and append their (tag, result)
+    /// pairs to `out`. Does not wait.
+    pub fn take(&mut self, out: &mut Vec<(u64, Result<Vec<Segment>>)>) {
+        if !self.landed.is_empty() {
+            self.store
+                .finish_reads(self.landed.drain(..), &mut self.ready);
+        }
         out.append(&mut self.ready);
+    }
+
+    /// Wait until at least one read is complete (if any is in flight) and
+    /// append the completed (tag, result) pairs to `out`: [`ReadQueue::reap`]
+    /// then [`ReadQueue::take`].
+    pub fn wait(&mut self, out: &mut Vec<(u64, Result<Vec<Segment>>)>) {
+        self.reap();
+        self.take(out);
     }
 }
