@@ -72,6 +72,11 @@ pub struct ServerInfo {
 /// A connection to the daemon.
 pub struct Client {
     stream: UnixStream,
+    /// Replies, read in large pieces (pipelined replies arrive many to a
+    /// read).
+    reader: std::io::BufReader<UnixStream>,
+    /// Requests queued by [`Client::queue`], sent by the next flush.
+    queued: Vec<u8>,
     next_id: u64,
     /// Replies that arrived while waiting for another.
     early: HashMap<u64, Frame>,
@@ -91,8 +96,11 @@ impl Client {
     /// Connect to the daemon at `socket` and greet it.
     pub fn connect(socket: &Path) -> Result<Client> {
         let stream = UnixStream::connect(socket)?;
+        let reader = std::io::BufReader::with_capacity(256 << 10, stream.try_clone()?);
         let mut c = Client {
             stream,
+            reader,
+            queued: Vec::new(),
             next_id: 1,
             early: HashMap::new(),
             events: VecDeque::new(),
@@ -120,18 +128,42 @@ impl Client {
 
     /// Send a request without waiting; returns its id.
     pub fn send(&mut self, op: Op, body: &[u8]) -> Result<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.stream.write_all(&proto::frame(op as u16, id, body))?;
+        let id = self.queue(op, body);
+        self.flush()?;
         Ok(id)
     }
 
+    /// Queue a request to go with the next [`Client::flush`], or when
+    /// [`Client::recv`] has to wait for the daemon: many pipelined requests
+    /// in one write.
+    pub fn queue(&mut self, op: Op, body: &[u8]) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queued
+            .extend_from_slice(&proto::frame(op as u16, id, body));
+        id
+    }
+
+    /// Send the queued requests.
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.queued.is_empty() {
+            let r = self.stream.write_all(&self.queued);
+            self.queued.clear();
+            r?;
+        }
+        Ok(())
+    }
+
     fn read_frame(&mut self) -> Result<Frame> {
+        if self.reader.buffer().is_empty() {
+            // About to wait for the daemon: it must have our requests.
+            self.flush()?;
+        }
         let mut head = [0u8; 16];
-        self.stream.read_exact(&mut head)?;
+        self.reader.read_exact(&mut head)?;
         let h = proto::parse_header(&head)?;
         let mut payload = vec![0u8; h.payload_len];
-        self.stream.read_exact(&mut payload)?;
+        self.reader.read_exact(&mut payload)?;
         Ok(Frame {
             op: h.op,
             id: h.id,
@@ -139,7 +171,8 @@ impl Client {
         })
     }
 
-    /// Wait for the reply to request `id`; returns its status and body.
+    /// Wait for the reply to request `id` (queued requests are sent before
+    /// it waits); returns its status and body.
     pub fn recv(&mut self, id: u64) -> Result<(Status, Vec<u8>)> {
         let f = loop {
             if let Some(f) = self.early.remove(&id) {

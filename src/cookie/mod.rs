@@ -1132,17 +1132,38 @@ impl Operation<'_> {
 
     /// Read `len` bytes at `offset`.
     pub fn read(&self, offset: u64, len: u64) -> Result<ReadOutcome> {
+        match self.read_target() {
+            None => Ok(ReadOutcome::NoData),
+            Some((obj, data_gen)) => {
+                self.read_done(self.cache.backend.read(obj, data_gen, offset, len))
+            }
+        }
+    }
+
+    /// For a read done outside this operation (a daemon that keeps many
+    /// reads in flight): the object and data generation to read, or `None`
+    /// when there is no data to read (counted as such). Hand the result to
+    /// [`Operation::read_done`] while this operation is still held.
+    pub fn read_target(&self) -> Option<(ObjectId, u64)> {
         let stats = &self.cache.stats;
         FscacheStats::inc(&stats.reads);
-        let Some(obj) = self.object else {
-            FscacheStats::inc(&stats.read_nodata);
-            return Ok(ReadOutcome::NoData);
-        };
-        if self.no_data {
-            FscacheStats::inc(&stats.read_nodata);
-            return Ok(ReadOutcome::NoData);
+        match self.object {
+            Some(obj) if !self.no_data => Some((obj, self.data_gen)),
+            _ => {
+                FscacheStats::inc(&stats.read_nodata);
+                None
+            }
         }
-        match self.cache.backend.read(obj, self.data_gen, offset, len) {
+    }
+
+    /// What the backend's read of [`Operation::read_target`] means: data,
+    /// stale (invalidated meanwhile), no data, or an error.
+    pub fn read_done(
+        &self,
+        result: std::result::Result<Vec<Segment>, StoreError>,
+    ) -> Result<ReadOutcome> {
+        let stats = &self.cache.stats;
+        match result {
             Ok(segs) => {
                 if self.stale() {
                     FscacheStats::inc(&stats.stale);

@@ -1,24 +1,27 @@
 //! The socket server. See the module docs of `daemon`.
 
 use std::collections::HashMap;
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Config, FRAME_TIMEOUT, MAX_INFLIGHT, MAX_INFLIGHT_BYTES};
+use super::{Config, FRAME_TIMEOUT, MAX_INFLIGHT};
 use crate::cookie::{
-    CacheError, Cookie, Fscache, FscacheConfig, ReadOutcome, Volume, WriteOutcome,
+    CacheError, Cookie, Fscache, FscacheConfig, Operation, ReadOutcome, Volume, WriteOutcome,
 };
-use crate::io::{self, OpenOptions};
+use crate::io::{self, Completion, CompletionQueue, IoBuf, OpenOptions};
 use crate::proto::{self, Op, ProtoError, REPLY, Reader, SEG_DATA, SEG_HOLE, Status, Writer};
-use crate::store::{FormatOptions, Segment, Store, StoreConfig, StoreError, format};
+use crate::store::{
+    FormatOptions, PendingRead, ReadAt, Segment, StartedRead, Store, StoreConfig, StoreError,
+    format, read_key_of,
+};
 
 /// The running service: the store, the cookie layer, the shared volumes.
 pub struct Daemon {
@@ -38,12 +41,56 @@ type SharedVolume = (Arc<Volume>, u32);
 
 /// Ask a running daemon to shut down cleanly.
 #[derive(Clone)]
-pub struct ShutdownHandle(watch::Sender<bool>);
+pub struct ShutdownHandle(Arc<Lifecycle>);
 
 impl ShutdownHandle {
     /// Begin the clean shutdown.
     pub fn shutdown(&self) {
-        let _ = self.0.send(true);
+        self.0.stop();
+    }
+}
+
+/// What the accept loop, the housekeeping thread and shutdown share.
+struct Lifecycle {
+    stopping: AtomicBool,
+    /// Signalled when `stopping` is set (wakes housekeeping early).
+    stopped: Condvar,
+    sleep: Mutex<()>,
+    /// The listening socket, shut down to wake the accept loop.
+    listener: Mutex<Option<UnixListener>>,
+}
+
+impl Lifecycle {
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(l) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            // Makes a blocked accept(2) return at once.
+            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        let _g = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        self.stopped.notify_all();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sleep for `d` or until shutdown begins; returns whether it began.
+    fn sleep(&self, d: Duration) -> bool {
+        let g = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopping() {
+            return true;
+        }
+        let _ = self
+            .stopped
+            .wait_timeout(g, d)
+            .unwrap_or_else(|e| e.into_inner());
+        self.stopping()
     }
 }
 
@@ -241,11 +288,12 @@ impl Daemon {
             .ok_or(Reply::status(Status::BadHandle))
     }
 
-    /// Handle one request (blocking).
+    /// Handle one request other than a read (blocking).
     fn handle(&self, conn: &Mutex<Conn>, peer: &Peer, op: Op, payload: &[u8]) -> Reply {
         let mut r = Reader::new(payload);
         let res: Result<Reply, Reply> = (|| match op {
-            Op::Hello => Err(Reply::status(Status::BadRequest)),
+            // The connection loop answers these itself.
+            Op::Hello | Op::Read => Err(Reply::status(Status::BadRequest)),
             Op::Ping => {
                 r.end().map_err(bad)?;
                 Ok(Reply::ok(Writer::new()))
@@ -408,38 +456,6 @@ impl Daemon {
                 );
                 Ok(Reply::ok(Writer::new()))
             }
-            Op::Read => {
-                let cookie = Self::cookie_of(conn, &mut r)?;
-                let len = r.u32().map_err(bad)? as u64;
-                let offset = r.u64().map_err(bad)?;
-                r.end().map_err(bad)?;
-                if len as usize > proto::MAX_DATA || offset.checked_add(len).is_none() {
-                    return Err(Reply::status(Status::Range));
-                }
-                let opn = self.cache.begin_operation(&cookie, false);
-                match opn.read(offset, len) {
-                    Ok(ReadOutcome::Data(segs)) => {
-                        let mut w = Writer::new().u32(segs.len() as u32);
-                        for s in &segs {
-                            let kind = if matches!(s, Segment::Data { .. }) {
-                                SEG_DATA
-                            } else {
-                                SEG_HOLE
-                            };
-                            w = w.u8(kind).u8(0).u16(0).u32(s.len() as u32).u64(s.offset());
-                        }
-                        for s in &segs {
-                            if let Segment::Data { data, .. } = s {
-                                w = w.bytes(data);
-                            }
-                        }
-                        Ok(Reply::ok(w))
-                    }
-                    Ok(ReadOutcome::NoData) => Err(Reply::status(Status::NoData)),
-                    Ok(ReadOutcome::Stale) => Err(Reply::status(Status::Stale)),
-                    Err(e) => Err(Reply::status(from_cache_error(&e))),
-                }
-            }
             Op::Write => {
                 let cookie = Self::cookie_of(conn, &mut r)?;
                 let len = r.u32().map_err(bad)? as usize;
@@ -540,187 +556,512 @@ fn own_uid() -> u32 {
         .unwrap_or(0)
 }
 
-/// Read exactly `buf.len()` bytes, giving up after `limit`.
-async fn read_within<R: tokio::io::AsyncRead + Unpin>(
-    s: &mut R,
-    buf: &mut [u8],
-    limit: Duration,
-) -> std::io::Result<()> {
-    match tokio::time::timeout(limit, s.read_exact(buf)).await {
-        Ok(r) => r.map(|_| ()),
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "frame not completed in time",
-        )),
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a connection's frames stopped.
+enum FrameEnd {
+    /// The peer closed (or shutdown) between frames.
+    Closed,
+    /// A frame that cannot be trusted: bad header, cut short, or not
+    /// completed within [`FRAME_TIMEOUT`].
+    Bad,
+}
+
+/// Frames from a connection, read in large pieces: pipelined requests
+/// arrive many to a read(2).
+struct FrameReader {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// A read timeout is set on the socket (only while a frame is part
+    /// way in).
+    timeout_set: bool,
+}
+
+impl FrameReader {
+    fn new(stream: UnixStream) -> FrameReader {
+        FrameReader {
+            stream,
+            buf: vec![0; 64 << 10],
+            start: 0,
+            end: 0,
+            timeout_set: false,
+        }
+    }
+
+    /// Read more bytes, making room for `need` buffered ones first.
+    /// Returns the bytes read (0 at end of stream).
+    fn fill(&mut self, need: usize) -> std::io::Result<usize> {
+        if self.start > 0 && (self.end == self.buf.len() || self.start + need > self.buf.len()) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if need > self.buf.len() {
+            self.buf.resize(need, 0);
+        }
+        let end = self.end;
+        let n = loop {
+            match self.stream.read(&mut self.buf[end..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Have `n` bytes buffered, waiting until `deadline` at most.
+    fn want(&mut self, n: usize, deadline: Instant) -> Result<(), FrameEnd> {
+        while self.end - self.start < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return Err(FrameEnd::Bad);
+            }
+            self.timeout_set = true;
+            match self.fill(n) {
+                Ok(0) | Err(_) => return Err(FrameEnd::Bad),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame: waits for its first byte as long as the peer likes,
+    /// then gives the rest [`FRAME_TIMEOUT`].
+    fn next(&mut self) -> Result<(proto::Header, Vec<u8>), FrameEnd> {
+        if self.start == self.end {
+            if self.timeout_set {
+                if self.stream.set_read_timeout(None).is_err() {
+                    return Err(FrameEnd::Bad);
+                }
+                self.timeout_set = false;
+            }
+            match self.fill(1) {
+                Ok(0) | Err(_) => return Err(FrameEnd::Closed),
+                Ok(_) => {}
+            }
+        }
+        let deadline = Instant::now() + FRAME_TIMEOUT;
+        self.want(16, deadline)?;
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&self.buf[self.start..self.start + 16]);
+        let h = proto::parse_header(&head).map_err(|e| {
+            // A framing error: nothing after it can be trusted.
+            tracing::debug!(error = %e, "bad frame: closing connection");
+            FrameEnd::Bad
+        })?;
+        self.want(16 + h.payload_len, deadline)?;
+        let at = self.start + 16;
+        let payload = self.buf[at..at + h.payload_len].to_vec();
+        self.start = at + h.payload_len;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok((h, payload))
     }
 }
 
-async fn serve_connection(d: Arc<Daemon>, stream: UnixStream, mut stop: watch::Receiver<bool>) {
-    let peer = match stream.peer_cred() {
-        Ok(c) => Peer {
-            uid: c.uid(),
-            gid: c.gid(),
+/// One reply frame with a status and a body.
+fn reply_frame(op: u16, id: u64, status: Status, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + body.len());
+    payload.extend_from_slice(&(status as u16).to_le_bytes());
+    payload.extend_from_slice(&0u16.to_le_bytes());
+    payload.extend_from_slice(body);
+    proto::frame(op | REPLY, id, &payload)
+}
+
+/// The write side of a connection, shared by its reader (control replies)
+/// and its completion thread (read replies); whole frames at a time.
+struct ReplyWriter {
+    stream: Mutex<UnixStream>,
+    /// A write failed: the peer is gone, later replies are dropped.
+    broken: AtomicBool,
+}
+
+impl ReplyWriter {
+    fn send(&self, bytes: &[u8]) {
+        self.send_vectored(&mut [IoSlice::new(bytes)]);
+    }
+
+    fn send_vectored(&self, mut slices: &mut [IoSlice<'_>]) {
+        if self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut s = lock(&self.stream);
+        while !slices.is_empty() {
+            match s.write_vectored(slices) {
+                Ok(0) => {
+                    self.broken.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.broken.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A read of one connection between its reader thread, which starts it,
+/// and its completion thread, which finishes and answers it.
+struct ConnRead<'d> {
+    id: u64,
+    read: PendingRead,
+    /// Holds the cookie's access gate until the read is answered.
+    op: Operation<'d>,
+}
+
+#[derive(Default)]
+struct ReadTable<'d> {
+    reads: slab::Slab<ConnRead<'d>>,
+    /// The reader is done: the completion thread exits once `reads` is
+    /// empty.
+    closing: bool,
+}
+
+/// Reads in flight on one connection.
+struct ConnReads<'d> {
+    cq: CompletionQueue,
+    table: Mutex<ReadTable<'d>>,
+    /// Signalled when reads finish (the reader waits for room).
+    room: Condvar,
+}
+
+/// Tag of the completion that wakes a completion thread to look at
+/// `closing` (no read key comes near it).
+const WAKE_TAG: u64 = u64::MAX;
+
+impl<'d> ConnReads<'d> {
+    fn new() -> Self {
+        ConnReads {
+            cq: CompletionQueue::new(),
+            table: Mutex::new(ReadTable::default()),
+            room: Condvar::new(),
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.table).closing = true;
+        self.cq.push(Completion {
+            tag: WAKE_TAG,
+            result: Ok(0),
+            buf: IoBuf::empty(),
+        });
+    }
+}
+
+impl Daemon {
+    /// Start a read: parse, check, take an access, send the I/O. Errors
+    /// and reads with nothing to do are answered at once.
+    fn start_read<'d>(
+        &'d self,
+        conn: &Mutex<Conn>,
+        reads: &ConnReads<'d>,
+        id: u64,
+        payload: &[u8],
+        out: &ReplyWriter,
+    ) {
+        let op_code = Op::Read as u16;
+        let answer = |st: Status| out.send(&reply_frame(op_code, id, st, &[]));
+        let mut r = Reader::new(payload);
+        let parsed = (|| {
+            let cookie = Self::cookie_of(conn, &mut r)?;
+            let len = r.u32().map_err(bad)? as u64;
+            let offset = r.u64().map_err(bad)?;
+            r.end().map_err(bad)?;
+            if len as usize > proto::MAX_DATA || offset.checked_add(len).is_none() {
+                return Err(Reply::status(Status::Range));
+            }
+            Ok((cookie, offset, len))
+        })();
+        let (cookie, offset, len) = match parsed {
+            Ok(p) => p,
+            Err(reply) => return answer(reply.status),
+        };
+        let op = self.cache.begin_operation(&cookie, false);
+        let Some((object, data_gen)) = op.read_target() else {
+            return answer(Status::NoData);
+        };
+        let mut t = lock(&reads.table);
+        while t.reads.len() >= MAX_INFLIGHT {
+            // Back-pressure: stop reading the socket until replies go out.
+            t = reads.room.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        let key = t.reads.vacant_key() as u64;
+        let at = ReadAt {
+            object,
+            data_gen: Some(data_gen),
+            offset,
+            len,
+        };
+        match self.store.start_read(key, id, at, &reads.cq) {
+            Ok(StartedRead::Pending(read)) => {
+                t.reads.insert(ConnRead { id, read, op });
+            }
+            Ok(StartedRead::Done(result)) => {
+                drop(t);
+                out.send(&read_reply(id, op.read_done(result)));
+            }
+            Err(e) => {
+                drop(t);
+                out.send(&read_reply(id, op.read_done(Err(e))));
+            }
+        }
+    }
+
+    /// A connection's completion thread: reap its reads, check them and
+    /// answer them, a batch of replies to one writev.
+    fn complete_reads<'d>(&'d self, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        let mut done = Vec::new();
+        let mut landed: Vec<ConnRead<'d>> = Vec::new();
+        let mut results = Vec::new();
+        let mut heads: Vec<Vec<u8>> = Vec::new();
+        loop {
+            {
+                let t = lock(&reads.table);
+                if t.closing && t.reads.is_empty() {
+                    return;
+                }
+            }
+            reads.cq.wait_into(&mut done);
+            {
+                let mut t = lock(&reads.table);
+                for c in done.drain(..) {
+                    if c.tag == WAKE_TAG {
+                        continue;
+                    }
+                    let key = read_key_of(c.tag) as usize;
+                    if let Some(r) = t.reads.get_mut(key)
+                        && r.read.absorb(c)
+                    {
+                        landed.push(t.reads.remove(key));
+                    }
+                }
+            }
+            if landed.is_empty() {
+                continue;
+            }
+            let (ids_ops, pending): (Vec<_>, Vec<_>) =
+                landed.drain(..).map(|r| ((r.id, r.op), r.read)).unzip();
+            self.store.finish_pending(pending.into_iter(), &mut results);
+            // Replies: a head (frame header, status, segment table) per
+            // read, the data straight from the I/O buffers.
+            let outcomes: Vec<(u64, Result<ReadOutcome, CacheError>)> = ids_ops
+                .into_iter()
+                .zip(results.drain(..))
+                .map(|((id, op), (_, r))| (id, op.read_done(r)))
+                .collect();
+            heads.clear();
+            for (id, outcome) in &outcomes {
+                heads.push(read_reply_head(*id, outcome));
+            }
+            let mut slices = Vec::with_capacity(outcomes.len() * 2);
+            for (head, (_, outcome)) in heads.iter().zip(&outcomes) {
+                slices.push(IoSlice::new(head));
+                if let Ok(ReadOutcome::Data(segs)) = outcome {
+                    for s in segs {
+                        if let Segment::Data { data, .. } = s {
+                            slices.push(IoSlice::new(data));
+                        }
+                    }
+                }
+            }
+            for chunk in slices.chunks_mut(512) {
+                out.send_vectored(chunk);
+            }
+            drop(slices);
+            drop(outcomes);
+            reads.room.notify_all();
+        }
+    }
+}
+
+/// The head of a read reply: everything but the data bytes, which follow
+/// it in segment order.
+fn read_reply_head(id: u64, outcome: &Result<ReadOutcome, CacheError>) -> Vec<u8> {
+    let op = Op::Read as u16;
+    match outcome {
+        Ok(ReadOutcome::Data(segs)) => {
+            let data: usize = segs
+                .iter()
+                .filter(|s| matches!(s, Segment::Data { .. }))
+                .map(|s| s.len() as usize)
+                .sum();
+            let mut w = Writer::new().u32(segs.len() as u32);
+            for s in segs {
+                let kind = if matches!(s, Segment::Data { .. }) {
+                    SEG_DATA
+                } else {
+                    SEG_HOLE
+                };
+                w = w.u8(kind).u8(0).u16(0).u32(s.len() as u32).u64(s.offset());
+            }
+            let table = w.finish();
+            let payload_len = 4 + table.len() + data;
+            let mut head = Vec::with_capacity(16 + 4 + table.len());
+            head.extend_from_slice(&((proto::HEADER_AFTER_LEN + payload_len) as u32).to_le_bytes());
+            head.extend_from_slice(&(op | REPLY).to_le_bytes());
+            head.extend_from_slice(&0u16.to_le_bytes());
+            head.extend_from_slice(&id.to_le_bytes());
+            head.extend_from_slice(&(Status::Ok as u16).to_le_bytes());
+            head.extend_from_slice(&0u16.to_le_bytes());
+            head.extend_from_slice(&table);
+            head
+        }
+        Ok(ReadOutcome::NoData) => reply_frame(op, id, Status::NoData, &[]),
+        Ok(ReadOutcome::Stale) => reply_frame(op, id, Status::Stale, &[]),
+        Err(e) => reply_frame(op, id, from_cache_error(e), &[]),
+    }
+}
+
+/// A whole read reply (head and data) in one buffer.
+fn read_reply(id: u64, outcome: Result<ReadOutcome, CacheError>) -> Vec<u8> {
+    let mut f = read_reply_head(id, &outcome);
+    if let Ok(ReadOutcome::Data(segs)) = &outcome {
+        for s in segs {
+            if let Segment::Data { data, .. } = s {
+                f.extend_from_slice(data);
+            }
+        }
+    }
+    f
+}
+
+/// Serve one connection until it closes, on this thread; its reads are
+/// answered by a second thread, started with the first read.
+fn serve_connection(d: &Daemon, stream: UnixStream) {
+    let peer =
+        match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials: closing");
+                return;
+            }
+        };
+    let writer = match stream.try_clone() {
+        Ok(w) => ReplyWriter {
+            stream: Mutex::new(w),
+            broken: AtomicBool::new(false),
         },
         Err(e) => {
-            tracing::warn!(error = %e, "no peer credentials: closing");
+            tracing::warn!(error = %e, "cannot clone a connection: closing");
             return;
         }
     };
     d.connections.fetch_add(1, Ordering::Relaxed);
-    let (rd, mut wr) = stream.into_split();
-    // Pipelined requests arrive many to a read: take them from a buffer.
-    let mut rd = tokio::io::BufReader::with_capacity(256 << 10, rd);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_INFLIGHT * 2);
-    let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
-            if wr.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
-    let conn = Arc::new(Mutex::new(Conn::default()));
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT));
-    let inflight_bytes = Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES));
-    let mut greeted = false;
-    loop {
-        let mut head = [0u8; 16];
-        // Wait for the first byte of a frame as long as the client likes
-        // (or until shutdown); the rest must follow promptly.
-        let first = tokio::select! {
-            r = rd.read(&mut head[..1]) => r,
-            _ = stop.changed() => break,
-        };
-        match first {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if read_within(&mut rd, &mut head[1..], FRAME_TIMEOUT)
-            .await
-            .is_err()
-        {
-            d.bad_frames.fetch_add(1, Ordering::Relaxed);
-            break;
-        }
-        let h = match proto::parse_header(&head) {
-            Ok(h) => h,
-            Err(e) => {
-                // A framing error: nothing after it can be trusted.
-                tracing::debug!(error = %e, "bad frame: closing connection");
-                d.bad_frames.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-        };
-        let mut payload = vec![0u8; h.payload_len];
-        if read_within(&mut rd, &mut payload, FRAME_TIMEOUT)
-            .await
-            .is_err()
-        {
-            d.bad_frames.fetch_add(1, Ordering::Relaxed);
-            break;
-        }
-        d.requests.fetch_add(1, Ordering::Relaxed);
-        if !greeted {
-            let ok = h.op == Op::Hello as u16 && {
-                let mut r = Reader::new(&payload);
-                let magic = r.bytes(8).ok();
-                let version = r.u32().ok();
-                match (magic, version) {
-                    (Some(m), Some(v)) if m == proto::MAGIC => {
-                        if v != proto::VERSION {
-                            let body = Writer::new()
-                                .u16(Status::Version as u16)
-                                .u16(0)
-                                .u32(proto::VERSION)
-                                .finish();
-                            let _ = tx.send(proto::frame(h.op | REPLY, h.id, &body)).await;
-                            false
-                        } else {
-                            true
-                        }
-                    }
-                    _ => false,
+    let conn = Mutex::new(Conn::default());
+    let reads = ConnReads::new();
+    let mut frames = FrameReader::new(stream);
+    std::thread::scope(|scope| {
+        let mut completer = None;
+        let mut greeted = false;
+        loop {
+            let (h, payload) = match frames.next() {
+                Ok(f) => f,
+                Err(FrameEnd::Closed) => break,
+                Err(FrameEnd::Bad) => {
+                    d.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    break;
                 }
             };
-            if !ok {
-                if h.op != Op::Hello as u16 {
-                    let body = Writer::new().u16(Status::BadRequest as u16).u16(0).finish();
-                    let _ = tx.send(proto::frame(h.op | REPLY, h.id, &body)).await;
+            d.requests.fetch_add(1, Ordering::Relaxed);
+            if !greeted {
+                if !greet(&writer, &h, &payload) {
+                    d.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    break;
                 }
-                d.bad_frames.fetch_add(1, Ordering::Relaxed);
-                break;
+                greeted = true;
+                continue;
             }
-            greeted = true;
-            let body = Writer::new()
-                .u16(Status::Ok as u16)
-                .u16(0)
-                .u32(proto::VERSION)
-                .u32(proto::MAX_FRAME as u32)
-                .u32(MAX_INFLIGHT as u32)
-                .u32(proto::MAX_DATA as u32)
-                .finish();
-            if tx
-                .send(proto::frame(h.op | REPLY, h.id, &body))
-                .await
-                .is_err()
-            {
-                break;
+            if h.id == 0 {
+                // Id 0 marks events: a request may not use it.
+                writer.send(&reply_frame(h.op, 0, Status::BadRequest, &[]));
+                continue;
             }
-            continue;
+            let Some(op) = Op::from_u16(h.op) else {
+                writer.send(&reply_frame(h.op, h.id, Status::UnknownOp, &[]));
+                continue;
+            };
+            if op == Op::Read {
+                if completer.is_none() {
+                    let (reads, writer) = (&reads, &writer);
+                    let spawned = std::thread::Builder::new()
+                        .name("ringcached-reads".into())
+                        .stack_size(CONN_STACK)
+                        .spawn_scoped(scope, move || d.complete_reads(reads, writer));
+                    match spawned {
+                        Ok(t) => completer = Some(t),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot start a completion thread");
+                            writer.send(&reply_frame(h.op, h.id, Status::Internal, &[]));
+                            continue;
+                        }
+                    }
+                }
+                d.start_read(&conn, &reads, h.id, &payload, &writer);
+                continue;
+            }
+            let reply = d.handle(&conn, &peer, op, &payload);
+            writer.send(&reply_frame(h.op, h.id, reply.status, &reply.body.finish()));
         }
-        if h.id == 0 {
-            // Id 0 marks events: a request may not use it.
-            let body = Writer::new().u16(Status::BadRequest as u16).u16(0).finish();
-            if tx.send(proto::frame(h.op | REPLY, 0, &body)).await.is_err() {
-                break;
-            }
-            continue;
+        // Reads in flight finish (releasing their accesses) before the
+        // client's cookies and volumes are given back.
+        reads.close();
+        if let Some(t) = completer
+            && t.join().is_err()
+        {
+            tracing::error!("a connection's completion thread panicked");
         }
-        let Some(op) = Op::from_u16(h.op) else {
-            let body = Writer::new().u16(Status::UnknownOp as u16).u16(0).finish();
-            if tx
-                .send(proto::frame(h.op | REPLY, h.id, &body))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            continue;
-        };
-        // Back-pressure: stop reading until a slot and the bytes are free.
-        let Ok(slot) = inflight.clone().acquire_owned().await else {
-            break;
-        };
-        let bytes = payload.len().clamp(1, MAX_INFLIGHT_BYTES) as u32;
-        let Ok(bytes_permit) = inflight_bytes.clone().acquire_many_owned(bytes).await else {
-            break;
-        };
-        let (d2, conn2, tx2) = (d.clone(), conn.clone(), tx.clone());
-        let peer2 = Peer {
-            uid: peer.uid,
-            gid: peer.gid,
-        };
-        let id = h.id;
-        tokio::spawn(async move {
-            let reply =
-                tokio::task::spawn_blocking(move || d2.handle(&conn2, &peer2, op, &payload))
-                    .await
-                    .unwrap_or_else(|_| Reply::status(Status::Internal));
-            let mut body = Writer::new().u16(reply.status as u16).u16(0).finish();
-            body.extend_from_slice(&reply.body.finish());
-            let _ = tx2.send(proto::frame(op as u16 | REPLY, id, &body)).await;
-            drop(slot);
-            drop(bytes_permit);
-        });
-    }
-    // Wait for the requests in flight (they release their accesses), then
-    // give back everything this client held.
-    let _all = inflight.acquire_many(MAX_INFLIGHT as u32).await;
-    let (d2, conn2) = (d.clone(), conn.clone());
-    let _ = tokio::task::spawn_blocking(move || d2.cleanup(&conn2)).await;
-    drop(tx);
-    let _ = writer.await;
+    });
+    d.cleanup(&conn);
     d.connections.fetch_sub(1, Ordering::Relaxed);
 }
+
+/// Answer the first frame, which must be a HELLO of our version. Returns
+/// whether the connection goes on.
+fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> bool {
+    if h.op != Op::Hello as u16 {
+        writer.send(&reply_frame(h.op, h.id, Status::BadRequest, &[]));
+        return false;
+    }
+    let mut r = Reader::new(payload);
+    match (r.bytes(8).ok(), r.u32().ok()) {
+        (Some(m), Some(v)) if m == proto::MAGIC => {
+            if v != proto::VERSION {
+                let body = Writer::new().u32(proto::VERSION).finish();
+                writer.send(&reply_frame(h.op, h.id, Status::Version, &body));
+                return false;
+            }
+        }
+        _ => return false,
+    }
+    let body = Writer::new()
+        .u32(proto::VERSION)
+        .u32(proto::MAX_FRAME as u32)
+        .u32(MAX_INFLIGHT as u32)
+        .u32(proto::MAX_DATA as u32)
+        .finish();
+    writer.send(&reply_frame(h.op, h.id, Status::Ok, &body));
+    !writer.broken.load(Ordering::Relaxed)
+}
+
+/// How long connections get to finish their requests at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Stack of connection threads: they parse frames and call into the
+/// store, nothing deep.
+const CONN_STACK: usize = 256 << 10;
 
 /// One descriptor per client: raise the soft limit to the hard one.
 fn raise_fd_limit() {
@@ -754,111 +1095,150 @@ fn sd_notify_ready() {
     }
 }
 
+/// Bind the socket: refuse if another daemon answers on it, replace a
+/// stale one.
+fn bind(sock: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if sock.exists() {
+        // A stale socket from a crashed daemon: refuse if one answers.
+        if UnixStream::connect(sock).is_ok() {
+            anyhow::bail!("{} is served by another daemon", sock.display());
+        }
+        std::fs::remove_file(sock).with_context(|| format!("removing stale {}", sock.display()))?;
+    }
+    if let Some(dir) = sock.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener =
+        UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
 /// Run the daemon until SIGTERM/SIGINT (or `shutdown`), then shut down
 /// cleanly: stop accepting, finish requests in flight, release every
 /// client's cookies, flush and checkpoint, mark the cache clean.
 /// `on_ready` is called once the socket accepts connections.
+///
+/// Threads: this one accepts; each connection has a thread that reads and
+/// serves its requests (and starts its reads), plus, once it reads, one
+/// that reaps and answers its reads. Both block in the kernel (the socket,
+/// or io_uring as the engine's driver), so a read costs no hand-off
+/// through a pool. One more thread runs housekeeping (LRU discard, a flush
+/// when dirty, once a second), one waits for signals.
 pub fn run(
     cfg: Config,
     on_ready: impl FnOnce(ShutdownHandle) + Send + 'static,
 ) -> anyhow::Result<()> {
     raise_fd_limit();
     let daemon = Daemon::open(cfg)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(128)
-        .enable_all()
-        .build()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let handle = ShutdownHandle(stop_tx);
-    let d = daemon.clone();
-    rt.block_on(async move {
-        let sock = &d.cfg.socket;
-        if sock.exists() {
-            // A stale socket from a crashed daemon: refuse if one answers.
-            if std::os::unix::net::UnixStream::connect(sock).is_ok() {
-                anyhow::bail!("{} is served by another daemon", sock.display());
-            }
-            std::fs::remove_file(sock).with_context(|| format!("removing stale {}", sock.display()))?;
-        }
-        if let Some(dir) = sock.parent()
-            && !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
-        let listener = UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
-        std::fs::set_permissions(sock, std::fs::Permissions::from_mode(d.cfg.socket_mode))?;
-        tracing::info!(socket = %sock.display(), "ready");
-        sd_notify_ready();
-        on_ready(handle.clone());
-        // LRU: discard idle cookies once a second.
-        let lru = {
-            let d = d.clone();
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.changed() => break,
-                    }
-                    let (cache, store) = (d.cache.clone(), d.store.clone());
-                    let _ = tokio::task::spawn_blocking(move || {
-                        cache.lru_scan(Instant::now());
-                        // Data does not stay volatile for more than a second.
-                        if let Err(e) = store.flush_if_dirty() {
-                            tracing::warn!(error = %e, "periodic flush failed");
-                        }
-                    })
-                    .await;
+    let sock = daemon.cfg.socket.clone();
+    let listener = bind(&sock, daemon.cfg.socket_mode)?;
+    let life = Arc::new(Lifecycle {
+        stopping: AtomicBool::new(false),
+        stopped: Condvar::new(),
+        sleep: Mutex::new(()),
+        listener: Mutex::new(Some(listener.try_clone()?)),
+    });
+    let handle = ShutdownHandle(life.clone());
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    let signal_handle = signals.handle();
+    let signal_thread = {
+        let handle = handle.clone();
+        std::thread::Builder::new()
+            .name("ringcached-signals".into())
+            .spawn(move || {
+                if signals.forever().next().is_some() {
+                    tracing::info!("signal received: shutting down");
+                    handle.shutdown();
                 }
-            })
-        };
-        let signals = {
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-                tokio::select! {
-                    _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-                    _ = async { if let Some(i) = int.as_mut() { i.recv().await; } else { std::future::pending::<()>().await } } => {}
-                }
-                tracing::info!("signal received: shutting down");
-                handle.shutdown();
-            })
-        };
-        let mut conns = tokio::task::JoinSet::new();
-        let mut stop = stop_rx.clone();
-        loop {
-            tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => {
-                        conns.spawn(serve_connection(d.clone(), s, stop_rx.clone()));
+            })?
+    };
+    tracing::info!(socket = %sock.display(), "ready");
+    sd_notify_ready();
+    on_ready(handle.clone());
+    let open: Mutex<HashMap<u64, UnixStream>> = Mutex::new(HashMap::new());
+    let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        let d = &*daemon;
+        let life = &*life;
+        // LRU: discard idle cookies once a second; data does not stay
+        // volatile for more than a second.
+        std::thread::Builder::new()
+            .name("ringcached-housekeeping".into())
+            .spawn_scoped(scope, move || {
+                while !life.sleep(Duration::from_secs(1)) {
+                    d.cache.lru_scan(Instant::now());
+                    if let Err(e) = d.store.flush_if_dirty() {
+                        tracing::warn!(error = %e, "periodic flush failed");
                     }
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
-                },
-                _ = stop.changed() => break,
+                }
+            })?;
+        let open = &open;
+        let mut next_conn = 0u64;
+        for stream in listener.incoming() {
+            if life.stopping() {
+                break;
             }
-            // Reap finished connections now and then.
-            while conns.try_join_next().is_some() {}
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors, say: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let id = next_conn;
+            next_conn += 1;
+            if let Ok(s) = stream.try_clone() {
+                lock(open).insert(id, s);
+            }
+            let spawned = std::thread::Builder::new()
+                .name("ringcached-conn".into())
+                .stack_size(CONN_STACK)
+                .spawn_scoped(scope, move || {
+                    serve_connection(d, stream);
+                    lock(open).remove(&id);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start a connection thread");
+                lock(open).remove(&id);
+            }
         }
         drop(listener);
-        let _ = std::fs::remove_file(sock);
-        // Connections finish their requests in flight and clean up.
-        let deadline = tokio::time::sleep(Duration::from_secs(10));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                r = conns.join_next() => if r.is_none() { break },
-                _ = &mut deadline => {
-                    tracing::warn!("connections did not finish in time");
-                    break;
-                }
+        let _ = std::fs::remove_file(&sock);
+        // Connections stop reading, finish their requests in flight and
+        // clean up; the scope waits for them.
+        for s in lock(open).values() {
+            let _ = s.shutdown(std::net::Shutdown::Read);
+        }
+        // A client that does not take its replies would hold its
+        // connection's thread in a write: after a grace period, cut it off.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !lock(open).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stuck = lock(open);
+        if !stuck.is_empty() {
+            tracing::warn!(
+                connections = stuck.len(),
+                "connections did not finish in time; closing them"
+            );
+            for s in stuck.values() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
             }
         }
-        lru.abort();
-        signals.abort();
+        drop(stuck);
         Ok(())
-    })?;
-    drop(rt);
+    });
+    signal_handle.close();
+    let _ = signal_thread.join();
+    result?;
     let store = daemon.store.clone();
     drop(daemon);
     match Arc::try_unwrap(store) {

@@ -1595,17 +1595,127 @@ impl Store {
     }
 }
 
+/// Bits of a read completion's tag that number the read's pieces; the
+/// rest is the key the caller gave [`Store::start_read`].
+const PIECE_BITS: u32 = 20;
+
+/// The key of the read a completion of [`Store::start_read`] belongs to.
+pub fn read_key_of(completion_tag: u64) -> u64 {
+    completion_tag >> PIECE_BITS
+}
+
+/// A read whose I/O is in flight: give it its completions
+/// ([`PendingRead::absorb`]) until it is whole, then have the store check
+/// it ([`Store::finish_reads`]). Lets one thread submit reads and another
+/// reap them.
+pub struct PendingRead {
+    plan: ReadPlan,
+}
+
+impl PendingRead {
+    /// The tag given to [`Store::start_read`].
+    pub fn tag(&self) -> u64 {
+        self.plan.tag
+    }
+
+    /// Take one of this read's completions; true once all have arrived.
+    pub fn absorb(&mut self, c: crate::io::Completion) -> bool {
+        let i = (c.tag & ((1 << PIECE_BITS) - 1)) as usize;
+        match c.result {
+            Ok(_) => {
+                if let Some(slot) = self.plan.bufs.get_mut(i) {
+                    *slot = Some(c.buf);
+                }
+            }
+            Err(e) => {
+                self.plan.error.get_or_insert(e);
+            }
+        }
+        self.plan.waiting = self.plan.waiting.saturating_sub(1);
+        self.plan.waiting == 0
+    }
+}
+
+/// What [`Store::start_read`] reads: `len` bytes at `offset` of `object`,
+/// of data generation `data_gen` when given ([`StoreError::Stale`] if it
+/// was invalidated since).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAt {
+    pub object: ObjectId,
+    pub data_gen: Option<u64>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// What [`Store::start_read`] did.
+pub enum StartedRead {
+    /// Nothing to read from the device (all holes): already finished.
+    Done(Result<Vec<Segment>>),
+    /// I/O in flight; its completions arrive on the queue given.
+    Pending(PendingRead),
+}
+
+impl Store {
+    /// Plan the read `at` and send its I/O to the engine now, completions
+    /// to `cq` tagged with `key` (see [`read_key_of`]; `key` below 2^44).
+    /// `tag` comes back with the result.
+    pub fn start_read(
+        &self,
+        key: u64,
+        tag: u64,
+        at: ReadAt,
+        cq: &CompletionQueue,
+    ) -> Result<StartedRead> {
+        let mut plan = self.plan_read(tag, at.object, at.data_gen, at.offset, at.len)?;
+        let mut ops = Vec::new();
+        for (i, item) in plan.items.iter().enumerate() {
+            if let PlanItem::Piece(p) = item {
+                let buf = self.engine.alloc(p.io_len);
+                ops.push(Op::read(
+                    p.dev_off,
+                    buf,
+                    (key << PIECE_BITS) | i as u64,
+                    IoHint::Data,
+                ));
+                plan.waiting += 1;
+            }
+        }
+        if plan.waiting == 0 {
+            let mut out = Vec::with_capacity(1);
+            self.finish_reads(std::iter::once(plan), &mut out);
+            let r = out.pop().map(|(_, r)| r);
+            return Ok(StartedRead::Done(
+                r.unwrap_or(Err(StoreError::Io(IoError::Stopped))),
+            ));
+        }
+        // To the device at once, as fio does: holding reads back to batch
+        // them with the next ones only delays them (on a virtualised disk,
+        // 0.8 of fio's IOPS at queue depth 32 instead of par).
+        self.engine.submit(&mut ops, cq);
+        Ok(StartedRead::Pending(PendingRead { plan }))
+    }
+
+    /// Check reads whose I/O is whole and append their (tag, result) pairs
+    /// to `out` (one lock for them all).
+    pub fn finish_pending(
+        &self,
+        reads: impl Iterator<Item = PendingRead>,
+        out: &mut Vec<(u64, Result<Vec<Segment>>)>,
+    ) {
+        self.finish_reads(reads.map(|r| r.plan), out);
+    }
+}
+
 /// Reads kept in flight together: submit many, then wait for whichever
 /// complete. Each read's I/O goes to the engine when it is submitted (the
 /// pieces of one read in one batch); waiting reaps for the engine.
 pub struct ReadQueue<'a> {
     store: &'a Store,
     cq: CompletionQueue,
-    plans: slab::Slab<ReadPlan>,
-    ops: Vec<Op>,
+    plans: slab::Slab<PendingRead>,
     done: Vec<crate::io::Completion>,
     /// Reads whose I/O is done, not verified yet.
-    landed: Vec<ReadPlan>,
+    landed: Vec<PendingRead>,
     ready: Vec<(u64, Result<Vec<Segment>>)>,
 }
 
@@ -1616,7 +1726,6 @@ impl<'a> ReadQueue<'a> {
             store,
             cq: CompletionQueue::new(),
             plans: slab::Slab::new(),
-            ops: Vec::new(),
             done: Vec::new(),
             landed: Vec::new(),
             ready: Vec::new(),
@@ -1647,39 +1756,20 @@ impl<'a> ReadQueue<'a> {
         offset: u64,
         len: u64,
     ) -> Result<()> {
-        let mut plan = self.store.plan_read(tag, id, expected_gen, offset, len)?;
         let key = self.plans.vacant_key() as u64;
-        for (i, item) in plan.items.iter().enumerate() {
-            if let PlanItem::Piece(p) = item {
-                let buf = self.store.engine.alloc(p.io_len);
-                self.ops.push(Op::read(
-                    p.dev_off,
-                    buf,
-                    (key << 20) | i as u64,
-                    IoHint::Data,
-                ));
-                plan.waiting += 1;
+        let at = ReadAt {
+            object: id,
+            data_gen: expected_gen,
+            offset,
+            len,
+        };
+        match self.store.start_read(key, tag, at, &self.cq)? {
+            StartedRead::Done(r) => self.ready.push((tag, r)),
+            StartedRead::Pending(p) => {
+                self.plans.insert(p);
             }
         }
-        if plan.waiting == 0 {
-            self.store
-                .finish_reads(std::iter::once(plan), &mut self.ready);
-        } else {
-            self.plans.insert(plan);
-            // To the device at once, as fio does: holding reads back to
-            // batch them with the next ones only delays them (on a
-            // virtualised disk, 0.8 of fio's IOPS at queue depth 32 instead
-            // of par).
-            self.kick();
-        }
         Ok(())
-    }
-
-    /// Send queued I/O to the engine now.
-    pub fn kick(&mut self) {
-        if !self.ops.is_empty() {
-            self.store.engine.submit(&mut self.ops, &self.cq);
-        }
     }
 
     /// Wait until the I/O of at least one read is done (if any is in
@@ -1688,27 +1778,13 @@ impl<'a> ReadQueue<'a> {
     /// depth puts new reads in flight before it takes the finished ones, so
     /// the device does not wait while blocks are checked.
     pub fn reap(&mut self) -> usize {
-        self.kick();
         while self.ready.is_empty() && self.landed.is_empty() && !self.plans.is_empty() {
             self.cq.wait_into(&mut self.done);
             for c in self.done.drain(..) {
-                let key = (c.tag >> 20) as usize;
-                let i = (c.tag & 0xF_FFFF) as usize;
-                let Some(plan) = self.plans.get_mut(key) else {
-                    continue;
-                };
-                match c.result {
-                    Ok(_) => {
-                        if let Some(slot) = plan.bufs.get_mut(i) {
-                            *slot = Some(c.buf);
-                        }
-                    }
-                    Err(e) => {
-                        plan.error.get_or_insert(e);
-                    }
-                }
-                plan.waiting -= 1;
-                if plan.waiting == 0 {
+                let key = read_key_of(c.tag) as usize;
+                if let Some(read) = self.plans.get_mut(key)
+                    && read.absorb(c)
+                {
                     self.landed.push(self.plans.remove(key));
                 }
             }
@@ -1721,7 +1797,7 @@ impl<'a> ReadQueue<'a> {
     pub fn take(&mut self, out: &mut Vec<(u64, Result<Vec<Segment>>)>) {
         if !self.landed.is_empty() {
             self.store
-                .finish_reads(self.landed.drain(..), &mut self.ready);
+                .finish_pending(self.landed.drain(..), &mut self.ready);
         }
         out.append(&mut self.ready);
     }
