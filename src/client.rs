@@ -199,6 +199,35 @@ impl Client {
         Ok((st, rest.to_vec()))
     }
 
+    /// Wait for the next reply, whichever request it answers (queued
+    /// requests are sent before it waits): (id, status, body). Replies that
+    /// [`Client::recv`] set aside come first.
+    pub fn recv_any(&mut self) -> Result<(u64, Status, Vec<u8>)> {
+        let f = match self.early.keys().next().copied() {
+            Some(id) => self.early.remove(&id),
+            None => None,
+        };
+        let f = match f {
+            Some(f) => f,
+            None => loop {
+                let f = self.read_frame()?;
+                if f.id == 0 {
+                    self.events.push_back(f);
+                    continue;
+                }
+                break f;
+            },
+        };
+        if f.op & REPLY == 0 {
+            return Err(ClientError::Protocol(format!(
+                "frame op {:#x} is not a reply",
+                f.op
+            )));
+        }
+        let (st, rest) = status_of(&f.payload)?;
+        Ok((f.id, st, rest.to_vec()))
+    }
+
     /// Send a request and wait for its reply; a status other than Ok is an
     /// error.
     pub fn call(&mut self, op: Op, body: &[u8]) -> Result<Vec<u8>> {

@@ -1,44 +1,83 @@
-//! `target=daemon` (benchmarking a running ringcached through its socket)
-//! is part of the job-file syntax already but not implemented: it must
-//! parse, then fail with an error that says so plainly, before touching
-//! any file, rather than quietly benchmarking the embedded store instead.
+//! `target=daemon`: a job file run through a real `ringcached` and the
+//! client library. Reads are of data the bench put there itself (every one
+//! a hit), writes are answered Ok, the report names the daemon as the
+//! engine and counts what the daemon's store counted; with no daemon on
+//! the socket the run fails at once, saying where it looked.
 
+mod common;
+
+use common::daemon::{DaemonProc, write_config};
 use ringcache::bench::{BenchError, JobFile, RunOptions, Target, run};
 
-#[test]
-fn daemon_target_is_not_available_yet() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cache = dir.path().join("never-created.img");
-    let f = JobFile::parse(&format!(
-        "[ringcache]\ntarget=daemon\n[j]\nsize=1m\nfilename={}\n",
-        cache.display()
-    ))
-    .expect("target=daemon parses");
-    assert_eq!(f.target, Target::Daemon);
-    let e = run(&f, &RunOptions::default()).expect_err("daemon target cannot run yet");
-    assert!(matches!(e, BenchError::NotAvailable(_)), "{e:?}");
-    let text = e.to_string();
-    assert!(
-        text.contains("target=daemon") && text.contains("not available yet"),
-        "{text}"
-    );
-    assert!(
-        !cache.exists(),
-        "nothing may be created for a target that is not there"
-    );
+fn options(socket: &std::path::Path) -> RunOptions {
+    RunOptions {
+        target: Some(Target::Daemon),
+        socket: Some(socket.to_path_buf()),
+        ..Default::default()
+    }
 }
 
 #[test]
-fn command_line_target_overrides_the_file() {
+fn reads_and_writes_through_the_daemon() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = dir.path().join("never-created.img");
-    let f =
-        JobFile::parse(&format!("[j]\nsize=1m\nfilename={}\n", cache.display())).expect("parses");
-    let opts = RunOptions {
-        target: Some(Target::Daemon),
-        ..Default::default()
-    };
-    let e = run(&f, &opts).expect_err("daemon target cannot run yet");
-    assert!(e.to_string().contains("not available yet"), "{e}");
-    assert!(!cache.exists());
+    let config = write_config(dir.path(), "");
+    let d = DaemonProc::start(dir.path(), &config);
+    let f = JobFile::parse(
+        "[ringcache]\ntarget=daemon\n\
+         [global]\nsize=2m\nbs=4k\n\
+         [reads]\nrw=randread\niodepth=8\nnumjobs=2\n\
+         [writes]\nstonewall\nrw=randwrite\niodepth=4\nsize=1m\n",
+    )
+    .expect("parses");
+    assert_eq!(f.target, Target::Daemon);
+    let report = run(&f, &options(&d.socket)).expect("runs through the daemon");
+    assert_eq!(report.target, Target::Daemon);
+    let reads: Vec<_> = report.jobs.iter().filter(|j| j.name == "reads").collect();
+    assert_eq!(
+        reads.len(),
+        2,
+        "one entry per clone without group_reporting"
+    );
+    for j in &reads {
+        assert_eq!(j.engine, "daemon");
+        assert_eq!(j.read.ios, 512, "size / bs reads per clone: {j:?}");
+        assert_eq!(j.misses, 0, "every read finds the data the bench wrote");
+        assert!(j.prefill.is_some(), "the objects were filled first");
+        assert!(j.read.lat.percentiles.iter().all(|&(_, ns)| ns > 0));
+    }
+    let writes = report
+        .jobs
+        .iter()
+        .find(|j| j.name == "writes")
+        .expect("writes");
+    assert_eq!(writes.write.ios, 256);
+    assert_eq!(writes.read.ios, 0);
+    assert!(
+        writes.store.write_bytes >= 256 * 4096,
+        "the daemon's store counted the writes: {:?}",
+        writes.store
+    );
+    // A second run finds the objects cached and does not fill them again.
+    let again = run(&f, &options(&d.socket)).expect("second run");
+    let first = again
+        .jobs
+        .iter()
+        .find(|j| j.name == "reads")
+        .expect("reads");
+    assert_eq!(first.prefill, None, "already cached: no prefill");
+    assert_eq!(first.misses, 0);
+}
+
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("nobody.sock");
+    let f = JobFile::parse("[j]\nsize=1m\nrw=randread\n").expect("parses");
+    let e = run(&f, &options(&socket)).expect_err("nothing listens");
+    assert!(matches!(e, BenchError::Daemon { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("ringcached") && text.contains(&socket.display().to_string()),
+        "{text}"
+    );
 }

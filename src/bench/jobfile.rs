@@ -100,7 +100,7 @@ pub enum Target {
     /// The store in this process, on the job's `filename`.
     #[default]
     Embedded,
-    /// A running `ringcached` through its socket (not available yet).
+    /// A running `ringcached` through its socket.
     Daemon,
 }
 

@@ -7,7 +7,9 @@
 //!   its line; bad values are errors that name both.
 //! - [`runner`]: runs each job against the embedded store on a cache file
 //!   or device, numjobs threads per job, each keeping iodepth I/Os in
-//!   flight, with completion latencies in an HDR histogram.
+//!   flight, with completion latencies in an HDR histogram; or, with
+//!   `target=daemon`, through a running `ringcached` (one connection per
+//!   job clone, iodepth requests pipelined on it).
 //! - [`report`]: fio-like text output and fio-compatible JSON, so scripts
 //!   that read fio's `--output-format=json` read ours.
 //!
@@ -15,6 +17,7 @@
 //! understood, what each JSON field means, and where ringcache differs
 //! from fio.
 
+mod daemon;
 pub mod jobfile;
 mod offsets;
 pub mod report;
@@ -52,11 +55,10 @@ pub enum BenchError {
     /// The job file holds no job section.
     #[error("the job file has no job section (only [global] or [ringcache])")]
     NoJobs,
-    /// A target that exists in the syntax but not yet in ringcache.
-    #[error(
-        "target={0} is not available yet: ringcache bench runs against the embedded store only (target=embedded)"
-    )]
-    NotAvailable(String),
+    /// The daemon (`target=daemon`) refused, failed or could not be
+    /// reached.
+    #[error("{context}: {why}")]
+    Daemon { context: String, why: String },
     /// The operating system refused something (creating the cache file, ...).
     #[error("{context}: {source}")]
     Io {

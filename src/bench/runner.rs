@@ -1,4 +1,5 @@
-//! Run a job file against the embedded store.
+//! Run a job file against the embedded store (`target=daemon`: see
+//! [`super::daemon`]).
 //!
 //! Per cache file or device (`filename`): open it, formatting it first
 //! (with force) when it holds no ringcache cache, and creating or growing a
@@ -58,7 +59,7 @@ const HIST_MAX_NS: u64 = 60_000_000_000;
 pub const MAX_WRITE_THREADS: u32 = 256;
 
 /// Prefill writes of this size.
-const PREFILL_CHUNK: u64 = 1 << 20;
+pub(super) const PREFILL_CHUNK: u64 = 1 << 20;
 
 /// How a run goes, beyond the job file.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +69,9 @@ pub struct RunOptions {
     pub filename: Option<PathBuf>,
     /// Overrides the job file's `[ringcache] target=`.
     pub target: Option<Target>,
+    /// The daemon's socket for `target=daemon` (default: the embedded
+    /// default's, `./ringcache-data/ringcached.sock`).
+    pub socket: Option<PathBuf>,
     /// Draw a progress line on stderr while running; only honoured when
     /// stderr is a terminal.
     pub progress: bool,
@@ -221,7 +225,7 @@ fn open_device(
 }
 
 /// Latency and volume of one direction, as accumulated by one thread.
-struct DirAcc {
+pub(super) struct DirAcc {
     ios: u64,
     bytes: u64,
     min_ns: u64,
@@ -245,7 +249,7 @@ impl DirAcc {
         }
     }
 
-    fn record(&mut self, ns: u64, bytes: u64) {
+    pub(super) fn record(&mut self, ns: u64, bytes: u64) {
         self.ios += 1;
         self.bytes += bytes;
         self.min_ns = self.min_ns.min(ns);
@@ -264,6 +268,16 @@ impl DirAcc {
         self.sum_sq_ns += o.sum_sq_ns;
         // Same bounds on both sides: cannot fail.
         let _ = self.hist.add(&o.hist);
+    }
+
+    /// The report of a direction that ran for `runtime` (none when it
+    /// did no I/O).
+    pub(super) fn report_over(&self, runtime: Duration) -> DirReport {
+        self.report(if self.ios > 0 {
+            runtime
+        } else {
+            Duration::ZERO
+        })
     }
 
     fn report(&self, runtime: Duration) -> DirReport {
@@ -298,16 +312,16 @@ impl DirAcc {
 }
 
 /// What one thread measured.
-struct ThreadStats {
-    read: DirAcc,
-    write: DirAcc,
-    misses: u64,
+pub(super) struct ThreadStats {
+    pub(super) read: DirAcc,
+    pub(super) write: DirAcc,
+    pub(super) misses: u64,
     /// Completion time of the last counted I/O.
-    last: Option<Instant>,
+    pub(super) last: Option<Instant>,
 }
 
 impl ThreadStats {
-    fn new() -> ThreadStats {
+    pub(super) fn new() -> ThreadStats {
         ThreadStats {
             read: DirAcc::new(),
             write: DirAcc::new(),
@@ -316,7 +330,7 @@ impl ThreadStats {
         }
     }
 
-    fn merge(&mut self, o: &ThreadStats) {
+    pub(super) fn merge(&mut self, o: &ThreadStats) {
         self.read.merge(&o.read);
         self.write.merge(&o.write);
         self.misses += o.misses;
@@ -326,11 +340,11 @@ impl ThreadStats {
 
 /// Live counters of one job, for the progress line.
 #[derive(Default)]
-struct Live {
-    read_ios: AtomicU64,
-    read_bytes: AtomicU64,
-    write_ios: AtomicU64,
-    write_bytes: AtomicU64,
+pub(super) struct Live {
+    pub(super) read_ios: AtomicU64,
+    pub(super) read_bytes: AtomicU64,
+    pub(super) write_ios: AtomicU64,
+    pub(super) write_bytes: AtomicU64,
 }
 
 /// What the threads of one clone share.
@@ -624,10 +638,14 @@ fn prepare_object(
 /// Run every job of `file`.
 pub fn run(file: &JobFile, opts: &RunOptions) -> Result<Report, BenchError> {
     let target = opts.target.unwrap_or(file.target);
-    if target != Target::Embedded {
-        return Err(BenchError::NotAvailable(target.to_string()));
-    }
     let progress = opts.progress && std::io::stderr().is_terminal();
+    if target == Target::Daemon {
+        let socket = opts
+            .socket
+            .clone()
+            .unwrap_or_else(|| crate::daemon::Config::embedded().socket);
+        return super::daemon::run(file, &socket, progress);
+    }
     let started_unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -873,7 +891,6 @@ fn run_group(
                 .unwrap_or_default()
         };
         let mut entry = |st: &ThreadStats, runtime: Duration, clones: u32| {
-            let dir = |d: &DirAcc| d.report(if d.ios > 0 { runtime } else { Duration::ZERO });
             reports.push(JobReport {
                 name: job.name.clone(),
                 groupid: job.group,
@@ -882,8 +899,8 @@ fn run_group(
                 bs: job.bs,
                 size: job.size,
                 iodepth: job.iodepth,
-                read: dir(&st.read),
-                write: dir(&st.write),
+                read: st.read.report_over(runtime),
+                write: st.write.report_over(runtime),
                 misses: st.misses,
                 elapsed,
                 prefill: p.prefill,
@@ -910,7 +927,7 @@ fn run_group(
 }
 
 /// Counters `after` less `before`.
-fn stats_delta(before: &StoreStats, after: &StoreStats) -> StoreStats {
+pub(super) fn stats_delta(before: &StoreStats, after: &StoreStats) -> StoreStats {
     let d = |a: u64, b: u64| a.saturating_sub(b);
     StoreStats {
         reads: d(after.reads, before.reads),
@@ -933,7 +950,7 @@ fn stats_delta(before: &StoreStats, after: &StoreStats) -> StoreStats {
 }
 
 /// The progress line: elapsed time and the rates of the last half second.
-fn show_progress(
+pub(super) fn show_progress(
     names: &[&str],
     lives: &[Live],
     done: &AtomicBool,

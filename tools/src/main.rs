@@ -89,10 +89,15 @@ enum Cmd {
         /// Cache file or device for every job, instead of their filename=.
         #[arg(long)]
         filename: Option<PathBuf>,
-        /// embedded (the store in this process) or daemon (not available yet);
-        /// overrides the job file's [ringcache] target=.
+        /// embedded (the store in this process) or daemon (a running
+        /// ringcached, through its socket); overrides the job file's
+        /// [ringcache] target=.
         #[arg(long)]
         target: Option<bench::Target>,
+        /// The daemon's socket, for --target daemon (default: the embedded
+        /// default's, ./ringcache-data/ringcached.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
 }
 
@@ -189,7 +194,8 @@ fn main() -> ExitCode {
             output_format,
             filename,
             target,
-        } => match run_bench(&jobfile, output_format, filename, target) {
+            socket,
+        } => match run_bench(&jobfile, output_format, filename, target, socket) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringcache bench: {e:#}");
@@ -301,6 +307,7 @@ fn run_bench(
     output_format: bench::OutputFormat,
     filename: Option<PathBuf>,
     target: Option<bench::Target>,
+    socket: Option<PathBuf>,
 ) -> Result<()> {
     let text = std::fs::read_to_string(jobfile)
         .with_context(|| format!("reading {}", jobfile.display()))?;
@@ -312,6 +319,7 @@ fn run_bench(
     let opts = bench::RunOptions {
         filename,
         target,
+        socket,
         progress: true,
         notes: true,
     };

@@ -1,0 +1,381 @@
+//! `target=daemon`: the jobs through a running `ringcached`, with the
+//! client library, as a network filesystem would use it.
+//!
+//! A cookie belongs to one connection, so each job clone has its own
+//! connection and its own object (key `JOB.CLONE` in the volume `bench`, of
+//! the job's `size`), prefilled (untimed, 1 MiB writes) when the job reads
+//! and the object is not already fully cached. The clone keeps `iodepth`
+//! requests pipelined on its connection and takes replies in whatever
+//! order they come; latency is from queueing a request to its reply. The
+//! daemon serves a connection's reads concurrently and its writes one
+//! after the other, so a write job's depth is the client's, not the
+//! device's. Clones of a group start their timed phase together.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::BenchError;
+use super::jobfile::{Job, JobFile, Target};
+use super::offsets::{Offsets, splitmix};
+use super::report::{JobReport, Report};
+use super::runner::{Live, PREFILL_CHUNK, ThreadStats, VOLUME, show_progress};
+use crate::client::{Client, ClientError, ReadReply, ReadSegment, request};
+use crate::proto::{Op, Status};
+use crate::store::StoreStats;
+
+fn client_err(context: impl Into<String>) -> impl FnOnce(ClientError) -> BenchError {
+    let context = context.into();
+    move |e| BenchError::Daemon {
+        context,
+        why: e.to_string(),
+    }
+}
+
+/// What one clone measured, and when its timed phase began.
+struct CloneRun {
+    stats: ThreadStats,
+    ramp_end: Instant,
+    prefill: Option<Duration>,
+}
+
+/// Run every job of `file` through the daemon at `socket`.
+pub(super) fn run(file: &JobFile, socket: &Path, progress: bool) -> Result<Report, BenchError> {
+    let started_unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // Fail early, and clearly, when no daemon answers.
+    let mut control = Client::connect(socket).map_err(client_err(format!(
+        "connecting to ringcached at {} (is it running? --socket names another)",
+        socket.display()
+    )))?;
+    let mut reports = Vec::new();
+    let groups = file.jobs.iter().map(|j| j.group).max().unwrap_or(0);
+    for g in 0..=groups {
+        let members: Vec<&Job> = file.jobs.iter().filter(|j| j.group == g).collect();
+        if members.is_empty() {
+            continue;
+        }
+        let before = daemon_store_stats(&mut control)?;
+        let clones: usize = members.iter().map(|j| j.numjobs as usize).sum();
+        let barrier = Barrier::new(clones);
+        let abort = AtomicBool::new(false);
+        let lives: Vec<Live> = members.iter().map(|_| Live::default()).collect();
+        let done = AtomicBool::new(false);
+        let start = Instant::now();
+        let results: Vec<Vec<Result<CloneRun, BenchError>>> = std::thread::scope(|s| {
+            let monitor = progress.then(|| {
+                let names: Vec<&str> = members.iter().map(|j| j.name.as_str()).collect();
+                let total = members
+                    .iter()
+                    .filter_map(|j| j.runtime.map(|r| r + j.ramp_time))
+                    .max();
+                let (lives, done) = (&lives, &done);
+                s.spawn(move || show_progress(&names, lives, done, start, total))
+            });
+            let handles: Vec<Vec<_>> = members
+                .iter()
+                .zip(&lives)
+                .enumerate()
+                .map(|(ji, (&job, live))| {
+                    (0..job.numjobs)
+                        .map(|ci| {
+                            let (barrier, abort) = (&barrier, &abort);
+                            let seed =
+                                splitmix(((g as u64) << 48) ^ ((ji as u64) << 32) ^ u64::from(ci));
+                            s.spawn(move || {
+                                let r = run_clone(socket, job, ci, seed, barrier, abort, live);
+                                if r.is_err() {
+                                    abort.store(true, Ordering::Relaxed);
+                                }
+                                r
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            let results = handles
+                .into_iter()
+                .map(|clones| {
+                    clones
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or(Err(BenchError::Panicked)))
+                        .collect()
+                })
+                .collect();
+            done.store(true, Ordering::Relaxed);
+            if let Some(m) = monitor {
+                m.thread().unpark();
+                let _ = m.join();
+            }
+            results
+        });
+        let elapsed = start.elapsed();
+        let after = daemon_store_stats(&mut control)?;
+        let store = delta(&before, &after);
+        for (job, runs) in members.iter().zip(results) {
+            let mut per_clone = Vec::with_capacity(runs.len());
+            for r in runs {
+                per_clone.push(r?);
+            }
+            let window = |c: &CloneRun| {
+                c.stats
+                    .last
+                    .map(|l| l.saturating_duration_since(c.ramp_end))
+                    .unwrap_or_default()
+            };
+            let prefill = per_clone.iter().filter_map(|c| c.prefill).max();
+            let mut entry = |st: &ThreadStats, runtime: Duration, clones: u32| {
+                reports.push(JobReport {
+                    name: job.name.clone(),
+                    groupid: job.group,
+                    clones,
+                    rw: job.rw,
+                    bs: job.bs,
+                    size: job.size,
+                    iodepth: job.iodepth,
+                    read: st.read.report_over(runtime),
+                    write: st.write.report_over(runtime),
+                    misses: st.misses,
+                    elapsed,
+                    prefill,
+                    engine: "daemon",
+                    options: job.options.clone(),
+                    store: store.clone(),
+                });
+            };
+            if job.group_reporting {
+                let mut merged = ThreadStats::new();
+                let mut runtime = Duration::ZERO;
+                for c in &per_clone {
+                    merged.merge(&c.stats);
+                    runtime = runtime.max(window(c));
+                }
+                entry(&merged, runtime, job.numjobs);
+            } else {
+                for c in &per_clone {
+                    entry(&c.stats, window(c), 1);
+                }
+            }
+        }
+    }
+    Ok(Report {
+        jobs: reports,
+        global_options: file.global_options.clone(),
+        started_unix_ms,
+        target: Target::Daemon,
+        notes: Vec::new(),
+    })
+}
+
+/// The daemon's `store.*` counters.
+fn daemon_store_stats(c: &mut Client) -> Result<StoreStats, BenchError> {
+    let mut s = StoreStats::default();
+    for (name, v) in c
+        .stats()
+        .map_err(client_err("asking the daemon for its counters"))?
+    {
+        let Some(name) = name.strip_prefix("store.") else {
+            continue;
+        };
+        let field = match name {
+            "reads" => &mut s.reads,
+            "read_bytes" => &mut s.read_bytes,
+            "read_hole_bytes" => &mut s.read_hole_bytes,
+            "writes" => &mut s.writes,
+            "write_bytes" => &mut s.write_bytes,
+            "checksum_errors" => &mut s.checksum_errors,
+            "io_errors" => &mut s.io_errors,
+            "regions_evicted" => &mut s.regions_evicted,
+            "bytes_evicted" => &mut s.bytes_evicted,
+            "objects_culled" => &mut s.objects_culled,
+            "checkpoints" => &mut s.checkpoints,
+            "flushes" => &mut s.flushes,
+            "nospace_events" => &mut s.nospace_events,
+            _ => continue,
+        };
+        *field = v;
+    }
+    Ok(s)
+}
+
+fn delta(before: &StoreStats, after: &StoreStats) -> StoreStats {
+    super::runner::stats_delta(before, after)
+}
+
+/// One clone: its connection, its object, its timed phase.
+fn run_clone(
+    socket: &Path,
+    job: &Job,
+    clone: u32,
+    seed: u64,
+    barrier: &Barrier,
+    abort: &AtomicBool,
+    live: &Live,
+) -> Result<CloneRun, BenchError> {
+    let ctx = |what: &str| format!("job {:?} clone {clone}: {what}", job.name);
+    let prepared = prepare(socket, job, clone, &ctx);
+    // Everyone reaches the barrier, failed or not, so nobody waits forever.
+    barrier.wait();
+    let (mut c, cookie, prefill) = prepared?;
+    let start = Instant::now();
+    let ramp_end = start + job.ramp_time;
+    let deadline = job.runtime.map(|r| ramp_end + r);
+    let blocks = job.size / job.bs;
+    let budget = (!job.time_based).then_some(blocks);
+    let offsets = Offsets::new(blocks, job.bs, job.rw.is_random(), seed);
+    let read_pct = u32::from(job.rw.read_percent(job.rwmixread));
+    let mut rng = ChaCha8Rng::seed_from_u64(splitmix(seed ^ 0x5eed));
+    let mut data = vec![0u8; job.bs as usize];
+    rng.fill(data.as_mut_slice());
+    let counted = AtomicU64::new(0);
+    let mut st = ThreadStats::new();
+    // Request id -> (queued at, counts, is a read).
+    let mut outstanding: HashMap<u64, (Instant, bool, bool)> = HashMap::new();
+    let mut next = 0u64;
+    let mut issuing = true;
+    let bs = job.bs;
+    loop {
+        while issuing && outstanding.len() < job.iodepth as usize {
+            let now = Instant::now();
+            let measured = now >= ramp_end;
+            let over_budget =
+                measured && budget.is_some_and(|b| counted.fetch_add(1, Ordering::Relaxed) >= b);
+            if abort.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d) || over_budget {
+                issuing = false;
+                break;
+            }
+            let off = offsets.at(next);
+            next += 1;
+            let is_read = read_pct == 100 || (read_pct > 0 && rng.random_range(0..100) < read_pct);
+            let id = if is_read {
+                c.queue(Op::Read, &request::read(cookie, off, bs as u32))
+            } else {
+                if let Some(b) = data.first_mut() {
+                    *b = b.wrapping_add(1);
+                }
+                c.queue(Op::Write, &request::write(cookie, off, &data))
+            };
+            outstanding.insert(id, (now, measured, is_read));
+        }
+        if outstanding.is_empty() {
+            break;
+        }
+        let (id, status, body) = c.recv_any().map_err(client_err(ctx("reply")))?;
+        let now = Instant::now();
+        let Some((t0, measured, is_read)) = outstanding.remove(&id) else {
+            return Err(BenchError::Daemon {
+                context: ctx("reply"),
+                why: format!("a reply to request {id}, which was not asked"),
+            });
+        };
+        let ns = (now - t0).as_nanos() as u64;
+        if is_read {
+            let hit = match Client::parse_read(status, &body).map_err(client_err(ctx("read")))? {
+                ReadReply::Data(segs) => {
+                    segs.iter().all(|s| matches!(s, ReadSegment::Data { .. }))
+                        && segs
+                            .iter()
+                            .map(|s| match s {
+                                ReadSegment::Data { data, .. } => data.len() as u64,
+                                ReadSegment::Hole { len, .. } => *len,
+                            })
+                            .sum::<u64>()
+                            == bs
+                }
+                ReadReply::NoData | ReadReply::Stale => false,
+            };
+            if !hit {
+                st.misses += u64::from(measured);
+                continue;
+            }
+            live.read_ios.fetch_add(1, Ordering::Relaxed);
+            live.read_bytes.fetch_add(bs, Ordering::Relaxed);
+            if measured {
+                st.read.record(ns, bs);
+                st.last = Some(now);
+            }
+        } else {
+            if status != Status::Ok {
+                return Err(BenchError::Daemon {
+                    context: ctx("write"),
+                    why: format!("the daemon answered {status:?}"),
+                });
+            }
+            live.write_ios.fetch_add(1, Ordering::Relaxed);
+            live.write_bytes.fetch_add(bs, Ordering::Relaxed);
+            if measured {
+                st.write.record(ns, bs);
+                st.last = Some(now);
+            }
+        }
+    }
+    c.unuse_cookie(cookie, None, None)
+        .map_err(client_err(ctx("unuse")))?;
+    c.relinquish_cookie(cookie, false)
+        .map_err(client_err(ctx("relinquish")))?;
+    Ok(CloneRun {
+        stats: st,
+        ramp_end,
+        prefill,
+    })
+}
+
+/// Connect, take the clone's cookie and fill its object when the job reads
+/// and it is not fully cached yet.
+fn prepare(
+    socket: &Path,
+    job: &Job,
+    clone: u32,
+    ctx: &dyn Fn(&str) -> String,
+) -> Result<(Client, crate::client::CookieHandle, Option<Duration>), BenchError> {
+    let mut c = Client::connect(socket).map_err(client_err(ctx("connecting")))?;
+    let v = c
+        .acquire_volume(VOLUME, b"")
+        .map_err(client_err(ctx("acquiring the volume")))?;
+    let key = format!("{}.{clone}", job.name);
+    let cookie = c
+        .acquire_cookie(v, key.as_bytes(), b"", job.size)
+        .map_err(client_err(ctx("acquiring its cookie")))?;
+    c.use_cookie(cookie, true)
+        .map_err(client_err(ctx("using its cookie")))?;
+    if job.rw.read_percent(job.rwmixread) == 0 {
+        return Ok((c, cookie, None));
+    }
+    let cached = c
+        .query_occupancy(cookie)
+        .map_err(client_err(ctx("occupancy")))?;
+    if cached == vec![(0, job.size)] {
+        return Ok((c, cookie, None));
+    }
+    let t = Instant::now();
+    let mut chunk = vec![0u8; PREFILL_CHUNK as usize];
+    ChaCha8Rng::seed_from_u64(u64::from(clone)).fill(chunk.as_mut_slice());
+    let mut off = 0;
+    let mut ids = std::collections::VecDeque::new();
+    while off < job.size || !ids.is_empty() {
+        while off < job.size && ids.len() < 4 {
+            let len = (job.size - off).min(PREFILL_CHUNK) as usize;
+            ids.push_back(c.queue(Op::Write, &request::write(cookie, off, &chunk[..len])));
+            off += len as u64;
+        }
+        if let Some(id) = ids.pop_front() {
+            let (st, _) = c.recv(id).map_err(client_err(ctx("prefill")))?;
+            if st != Status::Ok {
+                return Err(BenchError::Daemon {
+                    context: ctx("prefill"),
+                    why: format!(
+                        "the daemon answered {st:?} (a cache too small for the jobs' objects?)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok((c, cookie, Some(t.elapsed())))
+}
