@@ -14,6 +14,15 @@
 //! in an index, counted by a tracking allocator).
 //!
 //! Run: `cargo bench --bench vs-fio -- [--dir DIR] [--reps N] [--seconds S]`.
+//!
+//! `--sweep 1,4,16,32,64` instead runs one 4 KiB random-read job file per
+//! queue depth under fio, `ringcache bench` on the embedded store and
+//! `ringcache bench` through `ringcached` (the library behind the
+//! command), alternating fio and ringcache, and prints IOPS and p99
+//! completion latency of all three with ratios to fio, then plots both
+//! against the queue depth (`--plot FILE`, SVG; default
+//! `target/vs-fio.svg`). Its last line is `ratio <min over depths of the
+//! embedded store's IOPS ratio>`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +52,11 @@ struct Opts {
     /// `embedded` (the store in this process) or `daemon` (ringcached
     /// through the client library).
     target: String,
+    /// Queue depths of the sweep (`--sweep`): fio, embedded and daemon at
+    /// each, from the same job files.
+    sweep: Option<Vec<u32>>,
+    /// Where the sweep's plot goes.
+    plot: PathBuf,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -51,6 +65,8 @@ fn parse_args() -> Result<Opts> {
         reps: 3,
         seconds: 5,
         target: "embedded".into(),
+        sweep: None,
+        plot: PathBuf::from("target/vs-fio.svg"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -64,8 +80,25 @@ fn parse_args() -> Result<Opts> {
                     bail!("--target is embedded or daemon, not {:?}", o.target);
                 }
             }
+            "--sweep" => {
+                let list = args
+                    .next()
+                    .context("--sweep needs depths, e.g. 1,4,16,32,64")?;
+                let depths = list
+                    .split(',')
+                    .map(|d| d.trim().parse::<u32>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("--sweep takes queue depths separated by commas")?;
+                if depths.is_empty() || depths.contains(&0) {
+                    bail!("--sweep depths must be at least 1");
+                }
+                o.sweep = Some(depths);
+            }
+            "--plot" => o.plot = PathBuf::from(args.next().context("--plot needs a path")?),
             "--bench" => {} // passed by cargo bench
-            other => bail!("unknown argument {other:?} (--dir DIR, --reps N, --seconds S)"),
+            other => bail!(
+                "unknown argument {other:?} (--dir DIR, --reps N, --seconds S, --target T, --sweep D,D,.., --plot FILE)"
+            ),
         }
     }
     Ok(o)
@@ -475,6 +508,12 @@ fn main() -> Result<()> {
         ],
     )?;
 
+    if let Some(depths) = o.sweep.clone() {
+        let r = sweep(&o, &file, &depths);
+        let _ = std::fs::remove_file(&file);
+        return r;
+    }
+
     let mut fill = (Vec::new(), Vec::new());
     let mut qd1 = (Vec::new(), Vec::new());
     let mut qd32 = (Vec::new(), Vec::new());
@@ -533,5 +572,247 @@ fn main() -> Result<()> {
     );
     let _ = std::fs::remove_file(&file);
     println!("ratio {min_ratio:.2}");
+    Ok(())
+}
+
+/// One sweep job file: 4 KiB random reads of 1 GiB at queue depth `qd`.
+/// The job is called `randread` at every depth, so both ringcache targets
+/// read the same object each time (filled once).
+fn sweep_job(qd: u32, seconds: u64) -> String {
+    format!(
+        "[global]\nioengine=io_uring\ndirect=1\nsize={FILL_BYTES}\nbs=4k\nruntime={seconds}\ntime_based\nramp_time=1\n\n[randread]\nrw=randread\niodepth={qd}\n"
+    )
+}
+
+/// (IOPS, p99 µs) of a fio run of `job` on `file`.
+fn fio_job(file: &Path, job: &Path) -> Result<(f64, f64)> {
+    let out = Command::new("fio")
+        .arg(format!("--filename={}", file.display()))
+        .arg("--output-format=json")
+        .arg(job)
+        .output()
+        .context("running fio (is it installed?)")?;
+    if !out.status.success() {
+        bail!("fio failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find('{').context("no JSON from fio")?;
+    let v: serde_json::Value = serde_json::from_str(&text[start..])?;
+    let read = &v["jobs"][0]["read"];
+    let iops = read["iops"].as_f64().context("fio read iops")?;
+    let p99 = read["clat_ns"]["percentile"]["99.000000"]
+        .as_f64()
+        .context("fio read p99")?;
+    Ok((iops, p99 / 1000.0))
+}
+
+/// (IOPS, p99 µs) of `ringcache bench` running `job`.
+fn rc_job(job: &str, file: &Path, socket: Option<&Path>) -> Result<(f64, f64)> {
+    use ringcache::bench::{JobFile, RunOptions, Target, run};
+    let f = JobFile::parse(job)?;
+    let opts = RunOptions {
+        filename: Some(file.to_path_buf()),
+        target: Some(if socket.is_some() {
+            Target::Daemon
+        } else {
+            Target::Embedded
+        }),
+        socket: socket.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let report = run(&f, &opts)?;
+    let j = report.jobs.first().context("no job in the report")?;
+    if j.misses > 0 {
+        bail!("{} reads of cached data missed", j.misses);
+    }
+    let secs = j.read.runtime.as_secs_f64().max(1e-9);
+    let p99 = j
+        .read
+        .lat
+        .percentiles
+        .iter()
+        .find(|(p, _)| (*p - 99.0).abs() < 1e-9)
+        .map(|&(_, ns)| ns as f64 / 1000.0)
+        .context("no p99 in the report")?;
+    Ok((j.read.ios as f64 / secs, p99))
+}
+
+/// Per depth and side, the runs' (IOPS, p99 µs).
+type Runs = Vec<Vec<(f64, f64)>>;
+
+fn medians(runs: &Runs) -> Vec<(f64, f64)> {
+    runs.iter()
+        .map(|r| {
+            let mut iops: Vec<f64> = r.iter().map(|x| x.0).collect();
+            let mut p99: Vec<f64> = r.iter().map(|x| x.1).collect();
+            (median(&mut iops), median(&mut p99))
+        })
+        .collect()
+}
+
+/// fio, the embedded store and the daemon at each queue depth of `depths`.
+fn sweep(o: &Opts, file: &Path, depths: &[u32]) -> Result<()> {
+    let jobs: Vec<(String, PathBuf)> = depths
+        .iter()
+        .map(|&qd| {
+            let text = sweep_job(qd, o.seconds);
+            let path = o.dir.join(format!("ringcache-vs-fio-qd{qd}.fio"));
+            std::fs::write(&path, &text).map(|()| (text, path))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let n = depths.len();
+    let (mut fio_e, mut emb, mut fio_d, mut dae): (Runs, Runs, Runs, Runs) = (
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+    );
+    for rep in 0..o.reps {
+        for (i, (text, path)) in jobs.iter().enumerate() {
+            fio_e[i].push(fio_job(file, path)?);
+            emb[i].push(rc_job(text, file, None)?);
+            eprintln!(
+                "rep {rep} qd {}: fio {:.0} IOPS, embedded {:.0} IOPS",
+                depths[i], fio_e[i][rep].0, emb[i][rep].0
+            );
+        }
+    }
+    // The daemon formats the file as its own cache, so it comes second.
+    let d = DaemonRun::start(file, &o.dir)?;
+    for rep in 0..o.reps {
+        for (i, (text, path)) in jobs.iter().enumerate() {
+            fio_d[i].push(fio_job(file, path)?);
+            dae[i].push(rc_job(text, file, Some(&d.socket))?);
+            eprintln!(
+                "rep {rep} qd {}: fio {:.0} IOPS, daemon {:.0} IOPS",
+                depths[i], fio_d[i][rep].0, dae[i][rep].0
+            );
+        }
+    }
+    d.stop()?;
+    for (_, path) in &jobs {
+        let _ = std::fs::remove_file(path);
+    }
+    // fio's figure per depth: the median over both phases.
+    let fio: Runs = fio_e
+        .into_iter()
+        .zip(fio_d)
+        .map(|(mut a, b)| {
+            a.extend(b);
+            a
+        })
+        .collect();
+    let (fio, emb, dae) = (medians(&fio), medians(&emb), medians(&dae));
+    println!(
+        "{:>7} {:>11} {:>11} {:>6} {:>11} {:>6}   {:>9} {:>9} {:>9}",
+        "iodepth",
+        "fio IOPS",
+        "embedded",
+        "ratio",
+        "daemon",
+        "ratio",
+        "fio p99",
+        "emb p99",
+        "dmn p99"
+    );
+    let mut min_ratio = f64::INFINITY;
+    for (i, qd) in depths.iter().enumerate() {
+        let (f, e, d) = (fio[i], emb[i], dae[i]);
+        min_ratio = min_ratio.min(e.0 / f.0);
+        println!(
+            "{qd:>7} {:>11.0} {:>11.0} {:>6.2} {:>11.0} {:>6.2}   {:>7.0}us {:>7.0}us {:>7.0}us",
+            f.0,
+            e.0,
+            e.0 / f.0,
+            d.0,
+            d.0 / f.0,
+            f.1,
+            e.1,
+            d.1
+        );
+    }
+    plot(&o.plot, depths, &fio, &emb, &dae)?;
+    println!("plot: {}", o.plot.display());
+    println!("ratio {min_ratio:.2}");
+    Ok(())
+}
+
+/// A line of the plot: its name, its (IOPS, p99 µs) per depth, its colour.
+type Side<'a> = (&'a str, &'a [(f64, f64)], plotters::style::RGBColor);
+
+/// IOPS and p99 latency against the queue depth, one line per side.
+fn plot(
+    path: &Path,
+    depths: &[u32],
+    fio: &[(f64, f64)],
+    emb: &[(f64, f64)],
+    dae: &[(f64, f64)],
+) -> Result<()> {
+    use plotters::prelude::*;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let panels = root.split_evenly((1, 2));
+    let x_max = f64::from(depths.iter().copied().max().unwrap_or(1)).max(2.0);
+    let sides: [Side<'_>; 3] = [
+        ("fio (io_uring, O_DIRECT)", fio, BLACK),
+        ("ringcache embedded", emb, BLUE),
+        ("ringcache via ringcached", dae, RED),
+    ];
+    for (panel, (title, y_of, unit)) in panels.iter().zip([
+        ("4 KiB random read: IOPS", 0usize, "IOPS"),
+        ("4 KiB random read: p99 completion latency", 1, "µs"),
+    ]) {
+        let pick = |v: &(f64, f64)| if y_of == 0 { v.0 } else { v.1 };
+        let y_max = sides
+            .iter()
+            .flat_map(|(_, v, _)| v.iter().map(pick))
+            .fold(1.0f64, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d((1f64..x_max).log_scale(), 0f64..y_max)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("iodepth")
+            .y_desc(unit)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (name, values, color) in &sides {
+            let pts: Vec<(f64, f64)> = depths
+                .iter()
+                .zip(values.iter())
+                .map(|(&d, v)| (f64::from(d), pick(v)))
+                .collect();
+            let color = *color;
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
