@@ -41,6 +41,10 @@ use ringcache_ondisk::superblock::{Geometry, GeometryParams};
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
+#[cfg(feature = "foyer")]
+#[path = "support/foyer.rs"]
+mod foyer_side;
+
 const FILE_BYTES: u64 = 2 << 30;
 const FILL_BYTES: u64 = 1 << 30;
 const FILL_BS: usize = 1 << 20;
@@ -57,6 +61,8 @@ struct Opts {
     sweep: Option<Vec<u32>>,
     /// Where the sweep's plot goes.
     plot: PathBuf,
+    /// Add foyer as a third column (needs `--features foyer`).
+    with_foyer: bool,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -67,6 +73,7 @@ fn parse_args() -> Result<Opts> {
         target: "embedded".into(),
         sweep: None,
         plot: PathBuf::from("target/vs-fio.svg"),
+        with_foyer: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -95,9 +102,17 @@ fn parse_args() -> Result<Opts> {
                 o.sweep = Some(depths);
             }
             "--plot" => o.plot = PathBuf::from(args.next().context("--plot needs a path")?),
+            "--with-foyer" => {
+                if cfg!(not(feature = "foyer")) {
+                    bail!(
+                        "--with-foyer needs foyer built in: cargo bench --features foyer --bench vs-fio -- --with-foyer"
+                    );
+                }
+                o.with_foyer = true;
+            }
             "--bench" => {} // passed by cargo bench
             other => bail!(
-                "unknown argument {other:?} (--dir DIR, --reps N, --seconds S, --target T, --sweep D,D,.., --plot FILE)"
+                "unknown argument {other:?} (--dir DIR, --reps N, --seconds S, --target T, --sweep D,D,.., --plot FILE, --with-foyer)"
             ),
         }
     }
@@ -492,6 +507,122 @@ fn index_bytes_per_extent() -> f64 {
     (after - before) as f64 / (OBJECTS * PER) as f64
 }
 
+/// One run: its figure (MiB/s or IOPS), CPU seconds per GiB moved, and
+/// peak resident memory in MiB (0 where not measured).
+#[derive(Clone, Copy)]
+struct Sample {
+    value: f64,
+    cpu_s_per_gib: f64,
+    peak_mib: f64,
+}
+
+impl Sample {
+    fn plain(value: f64) -> Sample {
+        Sample {
+            value,
+            cpu_s_per_gib: 0.0,
+            peak_mib: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Fio,
+    Rc,
+    Foyer,
+}
+
+/// The runs of one workload, per side.
+#[derive(Default)]
+struct Sides {
+    fio: Vec<Sample>,
+    rc: Vec<Sample>,
+    foyer: Vec<Sample>,
+}
+
+impl Sides {
+    fn of(&self, s: Side) -> &[Sample] {
+        match s {
+            Side::Fio => &self.fio,
+            Side::Rc => &self.rc,
+            Side::Foyer => &self.foyer,
+        }
+    }
+
+    fn median(&self, s: Side) -> f64 {
+        let mut v: Vec<f64> = self.of(s).iter().map(|x| x.value).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            median(&mut v)
+        }
+    }
+
+    /// Median CPU seconds per GiB and peak MiB.
+    fn cost(&self, s: Side) -> (f64, f64) {
+        let mut cpu: Vec<f64> = self.of(s).iter().map(|x| x.cpu_s_per_gib).collect();
+        let mut peak: Vec<f64> = self.of(s).iter().map(|x| x.peak_mib).collect();
+        if cpu.is_empty() {
+            return (f64::NAN, f64::NAN);
+        }
+        (median(&mut cpu), median(&mut peak))
+    }
+}
+
+/// CPU seconds (user + system) this process has used.
+fn self_cpu_secs() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Run `f` in this process and measure it: CPU per GiB (of `gib(value)`)
+/// and the peak resident memory (the high-water mark is reset first).
+fn in_process(f: impl FnOnce() -> Result<f64>, gib: impl Fn(f64) -> f64) -> Result<Sample> {
+    // "5" resets VmHWM, the peak RSS (Linux 4.0 and later).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let cpu0 = self_cpu_secs();
+    let value = f()?;
+    let cpu = self_cpu_secs() - cpu0;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    Ok(Sample {
+        value,
+        cpu_s_per_gib: cpu / gib(value).max(1e-9),
+        peak_mib: peak_kib / 1024.0,
+    })
+}
+
+/// Run `f`, which runs a child process (fio), and measure the child: CPU
+/// per GiB and its peak resident memory.
+fn in_child(f: impl FnOnce() -> Result<f64>, gib: impl Fn(f64) -> f64) -> Result<Sample> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = || {
+        getrusage(UsageWho::RUSAGE_CHILDREN).map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            (t(u.user_time()) + t(u.system_time()), u.max_rss() as f64)
+        })
+    };
+    let (cpu0, _) = usage()?;
+    let value = f()?;
+    let (cpu1, max_rss_kib) = usage()?;
+    Ok(Sample {
+        value,
+        cpu_s_per_gib: (cpu1 - cpu0) / gib(value).max(1e-9),
+        // The largest child so far: the fio runs are alike.
+        peak_mib: max_rss_kib / 1024.0,
+    })
+}
+
 fn main() -> Result<()> {
     let o = parse_args()?;
     let file = o.dir.join("ringcache-vs-fio.img");
@@ -514,50 +645,132 @@ fn main() -> Result<()> {
         return r;
     }
 
-    let mut fill = (Vec::new(), Vec::new());
-    let mut qd1 = (Vec::new(), Vec::new());
-    let mut qd32 = (Vec::new(), Vec::new());
+    // Per workload and side: the runs' figures and what they cost.
+    let mut fill = Sides::default();
+    let mut qd1 = Sides::default();
+    let mut qd32 = Sides::default();
     let mut lat = Vec::new();
+    let read_gib = |iops: f64| iops * o.seconds as f64 * 4096.0 / (1u64 << 30) as f64;
+    let fill_gib = FILL_BYTES as f64 / (1u64 << 30) as f64;
     for rep in 0..o.reps {
-        fill.0.push(fio_fill_mibps(&file)?);
+        fill.fio
+            .push(in_child(|| fio_fill_mibps(&file), |_| fill_gib)?);
         if o.target == "daemon" {
             let d = DaemonRun::start(&file, &o.dir)?;
-            fill.1.push(daemon_fill(&d)?);
-            qd1.0.push(fio_read_iops(&file, 1, o.seconds)?);
+            fill.rc.push(Sample::plain(daemon_fill(&d)?));
+            qd1.fio
+                .push(in_child(|| fio_read_iops(&file, 1, o.seconds), read_gib)?);
             let r1 = daemon_read(&d, 1, o.seconds)?;
-            qd1.1.push(r1.0);
-            qd32.0.push(fio_read_iops(&file, 32, o.seconds)?);
+            qd1.rc.push(Sample::plain(r1.0));
+            qd32.fio
+                .push(in_child(|| fio_read_iops(&file, 32, o.seconds), read_gib)?);
             let r32 = daemon_read(&d, 32, o.seconds)?;
-            qd32.1.push(r32.0);
+            qd32.rc.push(Sample::plain(r32.0));
             lat.push((r1, r32));
             d.stop()?;
         } else {
-            fill.1.push(rc_fill(&file)?);
-            qd1.0.push(fio_read_iops(&file, 1, o.seconds)?);
-            qd1.1.push(rc_read_iops(&file, 1, o.seconds)?);
-            qd32.0.push(fio_read_iops(&file, 32, o.seconds)?);
-            qd32.1.push(rc_read_iops(&file, 32, o.seconds)?);
+            fill.rc.push(in_process(|| rc_fill(&file), |_| fill_gib)?);
+            qd1.fio
+                .push(in_child(|| fio_read_iops(&file, 1, o.seconds), read_gib)?);
+            qd1.rc
+                .push(in_process(|| rc_read_iops(&file, 1, o.seconds), read_gib)?);
+            qd32.fio
+                .push(in_child(|| fio_read_iops(&file, 32, o.seconds), read_gib)?);
+            qd32.rc
+                .push(in_process(|| rc_read_iops(&file, 32, o.seconds), read_gib)?);
+        }
+        #[cfg(feature = "foyer")]
+        if o.with_foyer {
+            // foyer's fill stores half as many 4 KiB values (see
+            // support/foyer.rs); its MiB/s is of values stored.
+            let foyer_gib = (foyer_side::VALUES * 4096) as f64 / (1u64 << 30) as f64;
+            let f = foyer_side::FoyerRun::open(&file)?;
+            fill.foyer.push(in_process(|| f.fill(), |_| foyer_gib)?);
+            for (side, qd) in [(&mut qd1, 1), (&mut qd32, 32)] {
+                let mut misses = 0;
+                side.foyer.push(in_process(
+                    || {
+                        let (iops, m) = f.read(qd, o.seconds)?;
+                        misses = m;
+                        Ok(iops)
+                    },
+                    read_gib,
+                )?);
+                if misses > 0 {
+                    eprintln!("note: foyer found nothing for {misses} reads at qd {qd}");
+                }
+            }
+            f.close()?;
         }
         eprintln!(
             "rep {rep}: fill {:.0}/{:.0} MiB/s, qd1 {:.0}/{:.0} IOPS, qd32 {:.0}/{:.0} IOPS (fio/ringcache)",
-            fill.0[rep], fill.1[rep], qd1.0[rep], qd1.1[rep], qd32.0[rep], qd32.1[rep]
+            fill.fio[rep].value,
+            fill.rc[rep].value,
+            qd1.fio[rep].value,
+            qd1.rc[rep].value,
+            qd32.fio[rep].value,
+            qd32.rc[rep].value
         );
     }
     let rows = [
-        ("seq fill 1M, MiB/s", &mut fill),
-        ("randread 4k qd1, IOPS", &mut qd1),
-        ("randread 4k qd32, IOPS", &mut qd32),
+        ("seq fill 1M, MiB/s", &fill),
+        ("randread 4k qd1, IOPS", &qd1),
+        ("randread 4k qd32, IOPS", &qd32),
     ];
+    let foyer = o.with_foyer;
     println!(
-        "{:<26} {:>12} {:>12} {:>7}",
-        "workload (medians)", "fio", "ringcache", "ratio"
+        "{:<26} {:>12} {:>12} {:>7}{}",
+        "workload (medians)",
+        "fio",
+        "ringcache",
+        "ratio",
+        if foyer {
+            format!(" {:>12} {:>7}", "foyer", "ratio")
+        } else {
+            String::new()
+        }
     );
     let mut min_ratio = f64::INFINITY;
-    for (name, (f, r)) in rows {
-        let (mf, mr) = (median(f), median(r));
+    for (name, side) in rows {
+        let (mf, mr) = (side.median(Side::Fio), side.median(Side::Rc));
         let ratio = mr / mf;
         min_ratio = min_ratio.min(ratio);
-        println!("{name:<26} {mf:>12.0} {mr:>12.0} {ratio:>7.2}");
+        let extra = if foyer {
+            let my = side.median(Side::Foyer);
+            format!(" {my:>12.0} {:>7.2}", my / mf)
+        } else {
+            String::new()
+        };
+        println!("{name:<26} {mf:>12.0} {mr:>12.0} {ratio:>7.2}{extra}");
+    }
+    if o.target != "daemon" {
+        println!(
+            "{:<26} {:>20} {:>20}{}",
+            "cost (medians)",
+            "fio cpu/GiB, peak",
+            "ringcache",
+            if foyer {
+                format!(" {:>20}", "foyer")
+            } else {
+                String::new()
+            }
+        );
+        for (name, side) in rows {
+            let cell = |which: Side| {
+                let (cpu, peak) = side.cost(which);
+                format!("{cpu:>8.2} s {peak:>6.0} MiB")
+            };
+            println!(
+                "{name:<26} {:>20} {:>20}{}",
+                cell(Side::Fio),
+                cell(Side::Rc),
+                if foyer {
+                    format!(" {:>20}", cell(Side::Foyer))
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     println!("target: {}", o.target);
     for (i, (r1, r32)) in lat.iter().enumerate() {
@@ -738,7 +951,7 @@ fn sweep(o: &Opts, file: &Path, depths: &[u32]) -> Result<()> {
 }
 
 /// A line of the plot: its name, its (IOPS, p99 µs) per depth, its colour.
-type Side<'a> = (&'a str, &'a [(f64, f64)], plotters::style::RGBColor);
+type PlotLine<'a> = (&'a str, &'a [(f64, f64)], plotters::style::RGBColor);
 
 /// IOPS and p99 latency against the queue depth, one line per side.
 fn plot(
@@ -758,7 +971,7 @@ fn plot(
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let panels = root.split_evenly((1, 2));
     let x_max = f64::from(depths.iter().copied().max().unwrap_or(1)).max(2.0);
-    let sides: [Side<'_>; 3] = [
+    let sides: [PlotLine<'_>; 3] = [
         ("fio (io_uring, O_DIRECT)", fio, BLACK),
         ("ringcache embedded", emb, BLUE),
         ("ringcache via ringcached", dae, RED),

@@ -1,0 +1,77 @@
+//! Many reads pipelined on one connection, far more than the daemon keeps
+//! in flight (`max_inflight`): the daemon stops reading the socket while
+//! its reads are at the limit and goes on as replies go out, so every read
+//! is answered once, with its own bytes, and requests of other kinds sent
+//! among them are answered too. Replies come in any order; they are
+//! matched by id.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::daemon::{DaemonProc, write_config};
+use ringcache::client::{Client, ReadReply, ReadSegment, request};
+use ringcache::proto::{Op, Status};
+
+const BLOCK: u64 = 4096;
+const BLOCKS: u64 = 256;
+
+fn block(i: u64) -> Vec<u8> {
+    (0..BLOCK)
+        .map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8))
+        .collect()
+}
+
+#[test]
+fn reads_beyond_the_in_flight_limit_all_come_back_right() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let d = DaemonProc::start(dir.path(), &config);
+    let mut c = d.client();
+    let limit = u64::from(c.server_info().max_inflight);
+    assert!(limit > 0);
+    let v = c.acquire_volume(b"vol", b"").unwrap();
+    let k = c.acquire_cookie(v, b"obj", b"", BLOCKS * BLOCK).unwrap();
+    c.use_cookie(k, true).unwrap();
+    for i in 0..BLOCKS {
+        assert_eq!(c.write(k, i * BLOCK, &block(i)).unwrap(), Status::Ok);
+    }
+
+    // Ten times the limit, queued in one go, with pings among them.
+    let reads = 10 * limit;
+    let mut expect: HashMap<u64, Option<u64>> = HashMap::new();
+    for n in 0..reads {
+        let i = (n * 7) % BLOCKS;
+        let id = c.queue(Op::Read, &request::read(k, i * BLOCK, BLOCK as u32));
+        expect.insert(id, Some(i));
+        if n % 50 == 0 {
+            expect.insert(c.queue(Op::Ping, &[]), None);
+        }
+    }
+    c.flush().unwrap();
+    while !expect.is_empty() {
+        let (id, status, body) = c.recv_any().expect("a reply");
+        let what = expect
+            .remove(&id)
+            .expect("a reply to something asked, once");
+        match what {
+            None => assert_eq!(status, Status::Ok, "ping"),
+            Some(i) => match Client::parse_read(status, &body).unwrap() {
+                ReadReply::Data(segs) => {
+                    assert_eq!(segs.len(), 1, "block {i}: {segs:?}");
+                    match &segs[0] {
+                        ReadSegment::Data { offset, data } => {
+                            assert_eq!(*offset, i * BLOCK);
+                            assert!(*data == block(i), "block {i}: other bytes");
+                        }
+                        other => panic!("block {i}: {other:?}"),
+                    }
+                }
+                other => panic!("block {i}: {other:?}"),
+            },
+        }
+    }
+    // The connection is still good.
+    c.ping().unwrap();
+    let _ = Client::connect(&d.socket).unwrap().ping();
+}
