@@ -15,8 +15,8 @@
 //!
 //! Run: `cargo bench --bench vs-fio -- [--dir DIR] [--reps N] [--seconds S]`.
 //!
-//! `--sweep 1,4,16,32,64` instead runs one 4 KiB random-read job file per
-//! queue depth under fio, `ringcache bench` on the embedded store and
+//! `--sweep 1,4,16,32,64` instead runs `benches/jobs/randread-sweep.fio`
+//! (4 KiB random reads) at each queue depth under fio, `ringcache bench` on the embedded store and
 //! `ringcache bench` through `ringcached` (the library behind the
 //! command), alternating fio and ringcache, and prints IOPS and p99
 //! completion latency of all three with ratios to fio, then plots both
@@ -788,13 +788,23 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One sweep job file: 4 KiB random reads of 1 GiB at queue depth `qd`.
-/// The job is called `randread` at every depth, so both ringcache targets
-/// read the same object each time (filled once).
+/// The sweep's job file at queue depth `qd`: `benches/jobs/randread-sweep.fio`
+/// with its `iodepth=` and `runtime=` lines set.
 fn sweep_job(qd: u32, seconds: u64) -> String {
-    format!(
-        "[global]\nioengine=io_uring\ndirect=1\nsize={FILL_BYTES}\nbs=4k\nruntime={seconds}\ntime_based\nramp_time=1\n\n[randread]\nrw=randread\niodepth={qd}\n"
-    )
+    include_str!("jobs/randread-sweep.fio")
+        .lines()
+        .map(|l| {
+            if l.starts_with("iodepth=") {
+                format!("iodepth={qd}")
+            } else if l.starts_with("runtime=") {
+                format!("runtime={seconds}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// (IOPS, p99 µs) of a fio run of `job` on `file`.
