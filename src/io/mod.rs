@@ -151,8 +151,9 @@ pub(crate) trait Driver: Send + Sync {
 #[derive(Default)]
 struct CqState {
     done: VecDeque<Completion>,
-    /// Set by a driver that stopped driving, so that a waiter takes over.
-    poked: bool,
+    /// Bumped by a driver that stopped driving, so that a waiter takes
+    /// over (a count, so that no waiter can take another's poke).
+    pokes: u64,
     /// Threads blocked in [`CompletionQueue::wait_into`].
     sleepers: usize,
     /// Engines to drive for this queue's completions: (identity, engine).
@@ -207,7 +208,7 @@ impl CompletionQueue {
     /// driving, or new work for an idle waiter).
     pub(crate) fn poke(&self) {
         let mut q = self.lock();
-        q.poked = true;
+        q.pokes = q.pokes.wrapping_add(1);
         let wake = q.sleepers > 0;
         drop(q);
         if wake {
@@ -226,7 +227,7 @@ impl CompletionQueue {
             // A thread already asleep on this queue knew of no engine to
             // drive: wake it to look again.
             if q.sleepers > 0 {
-                q.poked = true;
+                q.pokes = q.pokes.wrapping_add(1);
                 drop(q);
                 self.0.ready.notify_all();
             }
@@ -247,15 +248,14 @@ impl CompletionQueue {
     /// into `out`. Drives the engines that need it meanwhile.
     pub fn wait_into(&self, out: &mut Vec<Completion>) {
         loop {
-            let (driver, more) = {
+            let (driver, more, seen) = {
                 let mut q = self.lock();
                 if !q.done.is_empty() {
                     out.extend(q.done.drain(..));
                     return;
                 }
-                q.poked = false;
                 let mut live = q.drivers.iter().filter_map(|(_, w)| w.upgrade());
-                (live.next(), live.next().is_some())
+                (live.next(), live.next().is_some(), q.pokes)
             };
             let drive = match &driver {
                 // Several engines: poll each, then sleep briefly (below).
@@ -272,7 +272,7 @@ impl CompletionQueue {
             }
             let mut q = self.lock();
             q.sleepers += 1;
-            while q.done.is_empty() && !q.poked {
+            while q.done.is_empty() && q.pokes == seen {
                 if more {
                     q = self
                         .0

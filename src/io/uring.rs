@@ -40,7 +40,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 
 use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
@@ -108,7 +108,7 @@ struct ReapSide {
     batch: Vec<Completion>,
 }
 
-/// What a thread that cannot drive waits for.
+/// What a driver reaps for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Want {
     /// A completion on its queue.
@@ -127,10 +127,16 @@ struct Shared {
     ring: IoUring,
     sq: Mutex<SqSide>,
     reap: Mutex<ReapSide>,
-    /// Queues of threads that wait for the driving role or for work.
-    waiters: Mutex<Vec<(CompletionQueue, Want)>>,
+    /// Queues of threads that wait for completions while another thread
+    /// drives, or for work while nothing is in flight.
+    waiters: Mutex<Vec<CompletionQueue>>,
     /// `!waiters.is_empty()`, readable without the lock.
     has_waiters: AtomicBool,
+    /// Submitters waiting for a free slot while another thread drives
+    /// sleep on `room_freed` (under `room`).
+    room: Mutex<()>,
+    room_freed: Condvar,
+    room_waiters: AtomicUsize,
     /// Someone holds `reap`.
     driving: AtomicBool,
     /// `sq.in_flight.len()`, readable without the lock.
@@ -187,6 +193,9 @@ impl UringEngine {
                 }),
                 waiters: Mutex::new(Vec::new()),
                 has_waiters: AtomicBool::new(false),
+                room: Mutex::new(()),
+                room_freed: Condvar::new(),
+                room_waiters: AtomicUsize::new(0),
                 driving: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 depth,
@@ -241,7 +250,7 @@ impl IoEngine for UringEngine {
             // arrives. (SeqCst pairs with `Shared::idle`: either it sees
             // our op in flight, or we see it waiting.)
             if s.has_waiters.load(Ordering::SeqCst) && !s.driving.load(Ordering::SeqCst) {
-                s.poke_waiters(|_| true);
+                s.poke_waiters();
             }
         }
     }
@@ -304,7 +313,8 @@ impl Drop for UringEngine {
         }
         // Anyone still asleep on a queue of ours has been routed all it
         // will get.
-        s.poke_waiters(|_| true);
+        s.poke_waiters();
+        s.wake_room();
         let in_flight = s.in_flight.load(Ordering::SeqCst);
         if in_flight == 0 {
             // Closing the ring releases what it registered later, from a
@@ -402,7 +412,7 @@ impl Shared {
                         if pushed {
                             self.enter_submit();
                         }
-                        self.drive(cq, Want::Room);
+                        self.wait_room(cq);
                     }
                 }
                 pushed = false;
@@ -475,7 +485,7 @@ impl Shared {
         let reap = match self.try_reap_lock() {
             Some(g) => g,
             None => {
-                self.register(cq, want);
+                self.register(cq);
                 // The driver may have let go before we registered.
                 match self.try_reap_lock() {
                     Some(g) => g,
@@ -499,14 +509,15 @@ impl Shared {
         self.driving.store(false, Ordering::SeqCst);
         drop(reap);
         if self.has_waiters.load(Ordering::SeqCst) {
-            self.poke_waiters(|_| true);
+            self.poke_waiters();
         }
+        self.wake_room();
     }
 
     /// Nothing is in flight: register `cq` to be poked by the next
     /// submission, unless one slipped in meanwhile.
     fn idle(&self, cq: &CompletionQueue) -> Drive {
-        self.register(cq, Want::Completion);
+        self.register(cq);
         // SeqCst pairs with `submit`: either it sees us waiting, or we
         // see its op in flight.
         if self.in_flight.load(Ordering::SeqCst) > 0 {
@@ -516,32 +527,59 @@ impl Shared {
         }
     }
 
-    fn register(&self, cq: &CompletionQueue, want: Want) {
+    fn register(&self, cq: &CompletionQueue) {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if !w.iter().any(|(q, k)| *k == want && q.same_queue(cq)) {
-            w.push((cq.clone(), want));
+        if !w.iter().any(|q| q.same_queue(cq)) {
+            w.push(cq.clone());
         }
         self.has_waiters.store(true, Ordering::SeqCst);
     }
 
-    /// Poke (and forget) the waiters that `which` picks.
-    fn poke_waiters(&self, which: impl Fn(Want) -> bool) {
-        let poked: Vec<CompletionQueue> = {
+    /// Poke (and forget) every waiter.
+    fn poke_waiters(&self) {
+        let poked = {
             let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            let mut poked = Vec::new();
-            w.retain(|(q, k)| {
-                if which(*k) {
-                    poked.push(q.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            self.has_waiters.store(!w.is_empty(), Ordering::SeqCst);
-            poked
+            self.has_waiters.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *w)
         };
         for q in poked {
             q.poke();
+        }
+    }
+
+    /// Wait until a slot is free: drive if nobody does, else sleep until
+    /// the driver frees one or lets go.
+    fn wait_room(&self, cq: &CompletionQueue) {
+        loop {
+            if self.in_flight.load(Ordering::SeqCst) < self.depth {
+                return;
+            }
+            if let Some(mut reap) = self.try_reap_lock() {
+                self.driving.store(true, Ordering::SeqCst);
+                self.drive_held(&mut reap, cq, Want::Room);
+                self.release(reap);
+                return;
+            }
+            let g = self.room.lock().unwrap_or_else(|e| e.into_inner());
+            self.room_waiters.fetch_add(1, Ordering::SeqCst);
+            // SeqCst pairs with `wake_room` after a slot is freed or the
+            // driver lets go: either we see it here, or it sees us waiting
+            // and, taking `room`, notifies only once we sleep.
+            if self.in_flight.load(Ordering::SeqCst) >= self.depth
+                && self.driving.load(Ordering::SeqCst)
+            {
+                drop(self.room_freed.wait(g).unwrap_or_else(|e| e.into_inner()));
+            }
+            self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wake submitters waiting for room (a slot was freed, or the driver
+    /// let go).
+    fn wake_room(&self) {
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.room.lock().unwrap_or_else(|e| e.into_inner());
+            self.room_freed.notify_all();
         }
     }
 
@@ -661,8 +699,8 @@ impl Shared {
         drop(sq);
         let freed = !reap.routed.is_empty();
         route(&mut reap.routed, &mut reap.batch);
-        if freed && self.has_waiters.load(Ordering::SeqCst) {
-            self.poke_waiters(|w| w == Want::Room);
+        if freed {
+            self.wake_room();
         }
     }
 }
