@@ -119,11 +119,11 @@ fn parse_args() -> Result<Opts> {
     Ok(o)
 }
 
-fn fio(file: &Path, args: &[&str]) -> Result<serde_json::Value> {
+/// Run fio on `file` with `args` and parse its JSON output.
+fn fio_json(file: &Path, args: &[&std::ffi::OsStr]) -> Result<serde_json::Value> {
     let out = Command::new("fio")
-        .arg("--name=vsfio")
         .arg(format!("--filename={}", file.display()))
-        .args(["--ioengine=io_uring", "--direct=1", "--output-format=json"])
+        .arg("--output-format=json")
         .args(args)
         .output()
         .context("running fio (is it installed?)")?;
@@ -134,6 +134,15 @@ fn fio(file: &Path, args: &[&str]) -> Result<serde_json::Value> {
     // fio may print notes before the JSON.
     let start = text.find('{').context("no JSON from fio")?;
     Ok(serde_json::from_str(&text[start..])?)
+}
+
+fn fio(file: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let mut all: Vec<&std::ffi::OsStr> = ["--name=vsfio", "--ioengine=io_uring", "--direct=1"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    fio_json(file, &all)
 }
 
 fn fio_read_iops(file: &Path, qd: u32, seconds: u64) -> Result<f64> {
@@ -809,18 +818,7 @@ fn sweep_job(qd: u32, seconds: u64) -> String {
 
 /// (IOPS, p99 µs) of a fio run of `job` on `file`.
 fn fio_job(file: &Path, job: &Path) -> Result<(f64, f64)> {
-    let out = Command::new("fio")
-        .arg(format!("--filename={}", file.display()))
-        .arg("--output-format=json")
-        .arg(job)
-        .output()
-        .context("running fio (is it installed?)")?;
-    if !out.status.success() {
-        bail!("fio failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text.find('{').context("no JSON from fio")?;
-    let v: serde_json::Value = serde_json::from_str(&text[start..])?;
+    let v = fio_json(file, &[job.as_os_str()])?;
     let read = &v["jobs"][0]["read"];
     let iops = read["iops"].as_f64().context("fio read iops")?;
     let p99 = read["clat_ns"]["percentile"]["99.000000"]

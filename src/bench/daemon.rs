@@ -23,8 +23,10 @@ use rand_chacha::ChaCha8Rng;
 use super::BenchError;
 use super::jobfile::{Job, JobFile, Target};
 use super::offsets::{Offsets, splitmix};
-use super::report::{JobReport, Report};
-use super::runner::{Live, PREFILL_CHUNK, ThreadStats, VOLUME, show_progress};
+use super::report::Report;
+use super::runner::{
+    Live, PREFILL_CHUNK, ThreadStats, VOLUME, job_reports, show_progress, stats_delta,
+};
 use crate::client::{Client, ClientError, ReadReply, ReadSegment, request};
 use crate::proto::{Op, Status};
 use crate::store::StoreStats;
@@ -118,51 +120,24 @@ pub(super) fn run(file: &JobFile, socket: &Path, progress: bool) -> Result<Repor
         });
         let elapsed = start.elapsed();
         let after = daemon_store_stats(&mut control)?;
-        let store = delta(&before, &after);
+        let store = stats_delta(&before, &after);
         for (job, runs) in members.iter().zip(results) {
             let mut per_clone = Vec::with_capacity(runs.len());
             for r in runs {
                 per_clone.push(r?);
             }
-            let window = |c: &CloneRun| {
-                c.stats
-                    .last
-                    .map(|l| l.saturating_duration_since(c.ramp_end))
-                    .unwrap_or_default()
-            };
             let prefill = per_clone.iter().filter_map(|c| c.prefill).max();
-            let mut entry = |st: &ThreadStats, runtime: Duration, clones: u32| {
-                reports.push(JobReport {
-                    name: job.name.clone(),
-                    groupid: job.group,
-                    clones,
-                    rw: job.rw,
-                    bs: job.bs,
-                    size: job.size,
-                    iodepth: job.iodepth,
-                    read: st.read.report_over(runtime),
-                    write: st.write.report_over(runtime),
-                    misses: st.misses,
-                    elapsed,
-                    prefill,
-                    engine: "daemon",
-                    options: job.options.clone(),
-                    store: store.clone(),
-                });
-            };
-            if job.group_reporting {
-                let mut merged = ThreadStats::new();
-                let mut runtime = Duration::ZERO;
-                for c in &per_clone {
-                    merged.merge(&c.stats);
-                    runtime = runtime.max(window(c));
-                }
-                entry(&merged, runtime, job.numjobs);
-            } else {
-                for c in &per_clone {
-                    entry(&c.stats, window(c), 1);
-                }
-            }
+            let clones: Vec<(&ThreadStats, Instant)> =
+                per_clone.iter().map(|c| (&c.stats, c.ramp_end)).collect();
+            job_reports(
+                &mut reports,
+                job,
+                &clones,
+                elapsed,
+                prefill,
+                "daemon",
+                &store,
+            );
         }
     }
     Ok(Report {
@@ -203,10 +178,6 @@ fn daemon_store_stats(c: &mut Client) -> Result<StoreStats, BenchError> {
         *field = v;
     }
     Ok(s)
-}
-
-fn delta(before: &StoreStats, after: &StoreStats) -> StoreStats {
-    super::runner::stats_delta(before, after)
 }
 
 /// One clone: its connection, its object, its timed phase.

@@ -885,45 +885,70 @@ fn run_group(
         for r in job_results {
             per_clone.push(r?);
         }
-        let window = |st: &ThreadStats| {
-            st.last
-                .map(|l| l.saturating_duration_since(ramp_end))
-                .unwrap_or_default()
-        };
-        let mut entry = |st: &ThreadStats, runtime: Duration, clones: u32| {
-            reports.push(JobReport {
-                name: job.name.clone(),
-                groupid: job.group,
-                clones,
-                rw: job.rw,
-                bs: job.bs,
-                size: job.size,
-                iodepth: job.iodepth,
-                read: st.read.report_over(runtime),
-                write: st.write.report_over(runtime),
-                misses: st.misses,
-                elapsed,
-                prefill: p.prefill,
-                engine: p.dev.engine_name,
-                options: job.options.clone(),
-                store: store_stats.clone(),
-            });
-        };
-        if job.group_reporting {
-            let mut merged = ThreadStats::new();
-            let mut runtime = Duration::ZERO;
-            for st in &per_clone {
-                merged.merge(st);
-                runtime = runtime.max(window(st));
-            }
-            entry(&merged, runtime, job.numjobs);
-        } else {
-            for st in &per_clone {
-                entry(st, window(st), 1);
-            }
-        }
+        let clones: Vec<(&ThreadStats, Instant)> =
+            per_clone.iter().map(|st| (st, ramp_end)).collect();
+        job_reports(
+            reports,
+            job,
+            &clones,
+            elapsed,
+            p.prefill,
+            p.dev.engine_name,
+            &store_stats,
+        );
     }
     Ok(())
+}
+
+/// Report entries for `job`: one per clone, or one for them all with
+/// group_reporting. `clones`: what each measured, and when its ramp ended
+/// (its runtime runs from then to its last counted completion).
+pub(super) fn job_reports(
+    reports: &mut Vec<JobReport>,
+    job: &Job,
+    clones: &[(&ThreadStats, Instant)],
+    elapsed: Duration,
+    prefill: Option<Duration>,
+    engine: &'static str,
+    store: &StoreStats,
+) {
+    let window = |&(st, ramp_end): &(&ThreadStats, Instant)| {
+        st.last
+            .map(|l| l.saturating_duration_since(ramp_end))
+            .unwrap_or_default()
+    };
+    let mut entry = |st: &ThreadStats, runtime: Duration, clones: u32| {
+        reports.push(JobReport {
+            name: job.name.clone(),
+            groupid: job.group,
+            clones,
+            rw: job.rw,
+            bs: job.bs,
+            size: job.size,
+            iodepth: job.iodepth,
+            read: st.read.report_over(runtime),
+            write: st.write.report_over(runtime),
+            misses: st.misses,
+            elapsed,
+            prefill,
+            engine,
+            options: job.options.clone(),
+            store: store.clone(),
+        });
+    };
+    if job.group_reporting {
+        let mut merged = ThreadStats::new();
+        let mut runtime = Duration::ZERO;
+        for c in clones {
+            merged.merge(c.0);
+            runtime = runtime.max(window(c));
+        }
+        entry(&merged, runtime, job.numjobs);
+    } else {
+        for c in clones {
+            entry(c.0, window(c), 1);
+        }
+    }
 }
 
 /// Counters `after` less `before`.
