@@ -1253,27 +1253,67 @@ impl Store {
         plans: impl Iterator<Item = ReadPlan>,
         out: &mut Vec<(u64, Result<Vec<Segment>>)>,
     ) {
+        // The crcs of what was read depend only on the plan and the bytes:
+        // computed before the lock, only compared under it.
+        let plans: Vec<(ReadPlan, Vec<Option<Vec<u32>>>)> = plans
+            .map(|p| {
+                let crcs = Self::block_crcs(&p);
+                (p, crcs)
+            })
+            .collect();
         let mut inner = self.lock();
-        for plan in plans {
+        for (plan, crcs) in plans {
             let tag = plan.tag;
-            out.push((tag, Self::finish_read(&mut inner, plan)));
+            out.push((tag, Self::finish_read(&mut inner, plan, &crcs)));
         }
     }
 
-    /// Verify a completed plan's blocks and build its segments.
-    fn finish_read(inner: &mut Inner, mut plan: ReadPlan) -> Result<Vec<Segment>> {
+    /// Per plan item: the crc of each block read for it (`None` for holes
+    /// and pieces whose I/O failed).
+    fn block_crcs(plan: &ReadPlan) -> Vec<Option<Vec<u32>>> {
+        plan.items
+            .iter()
+            .zip(&plan.bufs)
+            .map(|(item, buf)| match (item, buf) {
+                (PlanItem::Piece(p), Some(buf)) => Some(
+                    buf.chunks(BLOCK_BYTES)
+                        .enumerate()
+                        .map(|(i, chunk)| {
+                            block_crc(
+                                plan.object,
+                                plan.data_gen,
+                                p.logical_block0 + i as u64,
+                                chunk,
+                            )
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Verify a completed plan's blocks (`crcs`: [`Store::block_crcs`] of
+    /// it) and build its segments.
+    fn finish_read(
+        inner: &mut Inner,
+        mut plan: ReadPlan,
+        crcs: &[Option<Vec<u32>>],
+    ) -> Result<Vec<Segment>> {
         if let Some(e) = plan.error.take() {
             Self::note_io_error(inner, &e, false);
             return Err(e.into());
         }
-        let data_gen = match inner.ix.objects.get(&plan.object) {
+        // The crcs were computed with the plan's data generation: it must
+        // still be the object's.
+        match inner.ix.objects.get(&plan.object) {
             None => return Err(StoreError::NoSuchObject),
             Some(o) if o.data_gen != plan.data_gen => return Err(StoreError::Stale),
-            Some(o) => o.data_gen,
-        };
+            Some(_) => {}
+        }
         let mut out = Vec::with_capacity(plan.items.len());
         let mut damaged: Vec<(u64, u64)> = Vec::new();
-        for (item, buf) in plan.items.into_iter().zip(plan.bufs) {
+        for ((item, buf), got) in plan.items.into_iter().zip(plan.bufs).zip(crcs) {
             match item {
                 PlanItem::Hole { offset, len } => {
                     inner.stats.read_hole_bytes += len;
@@ -1282,18 +1322,11 @@ impl Store {
                 PlanItem::Piece(p) => {
                     let region = inner.ix.regions.get(p.region as usize);
                     let same_region = region.is_some_and(|r| r.seq == p.region_seq);
-                    let ok = match (region, &buf) {
-                        (Some(r), Some(buf)) if same_region => {
-                            buf.chunks(BLOCK_BYTES).enumerate().all(|(i, chunk)| {
-                                let want = r.crcs.get(p.first_block + i).copied();
-                                want == Some(block_crc(
-                                    plan.object,
-                                    data_gen,
-                                    p.logical_block0 + i as u64,
-                                    chunk,
-                                ))
-                            })
-                        }
+                    let ok = match (region, &buf, got) {
+                        (Some(r), Some(_), Some(got)) if same_region => got
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &crc)| r.crcs.get(p.first_block + i).copied() == Some(crc)),
                         _ => false,
                     };
                     match (ok, buf) {
