@@ -15,9 +15,11 @@
 //! while another drives registers its queue as a waiter and sleeps; the
 //! driver routes to it as it goes, and pokes every waiter when it stops
 //! driving, so one of them takes over. A submitter whose ops find every slot
-//! in flight (`queue_depth`) drives until one frees: back-pressure, never a
-//! drop. Nothing runs when nothing is asked: idle costs no thread and no
-//! wakeup.
+//! in flight (`queue_depth`) drives until one frees, or, while another
+//! thread drives, sleeps until that one frees a slot or lets go:
+//! back-pressure, never a drop. Nothing runs when nothing is asked: idle
+//! costs no thread and no wakeup. (`submit_and_wait` by a thread that can
+//! take the driving role sends its SQEs with the enter that waits.)
 //!
 //! The device is registered as fixed file 0 and every buffer of the engine's
 //! pool as a fixed buffer, so a request with a pool buffer is a
