@@ -26,5 +26,9 @@ pub use server::{Daemon, ShutdownHandle, run};
 
 /// Reads in flight per connection.
 pub const MAX_INFLIGHT: usize = 64;
+/// How long connections get to finish their requests at shutdown before
+/// the daemon closes them (a client that does not read its replies would
+/// otherwise hold its connection's threads in a write).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Time allowed to receive the rest of a frame once it has begun.
 pub const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

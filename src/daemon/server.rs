@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{Config, FRAME_TIMEOUT, MAX_INFLIGHT};
+use super::{Config, FRAME_TIMEOUT, MAX_INFLIGHT, SHUTDOWN_GRACE};
 use crate::cookie::{
     CacheError, Cookie, Fscache, FscacheConfig, Operation, ReadOutcome, Volume, WriteOutcome,
 };
@@ -1055,9 +1055,6 @@ fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> bool {
     writer.send(&reply_frame(h.op, h.id, Status::Ok, &body));
     !writer.broken.load(Ordering::Relaxed)
 }
-
-/// How long connections get to finish their requests at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Stack of connection threads: they parse frames and call into the
 /// store, nothing deep.
