@@ -57,8 +57,17 @@ fn reads_and_writes_through_the_daemon() {
         "the daemon's store counted the writes: {:?}",
         writes.store
     );
-    // A second run finds the objects cached and does not fill them again.
-    let again = run(&f, &options(&d.socket)).expect("second run");
+    // A second run finds the objects cached and does not fill them again;
+    // this time the job file names the socket.
+    let f = JobFile::parse(&format!(
+        "[ringcache]\ntarget=daemon\nsocket={}\n\
+         [global]\nsize=2m\nbs=4k\n\
+         [reads]\nrw=randread\niodepth=8\nnumjobs=2\n",
+        d.socket.display()
+    ))
+    .expect("parses");
+    assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+    let again = run(&f, &RunOptions::default()).expect("second run");
     let first = again
         .jobs
         .iter()

@@ -52,12 +52,12 @@ fn unknown_global_option_is_reported_once() {
 
 #[test]
 fn unknown_ringcache_option_is_named() {
-    let f = parse("[ringcache]\ntarget=embedded\nsocket=x.sock\n[j]\nsize=1m\n");
+    let f = parse("[ringcache]\ntarget=embedded\nshards=4\n[j]\nsize=1m\n");
     assert_eq!(f.warnings.len(), 1);
     let w = &f.warnings[0];
     assert_eq!(
         (w.line, w.option.as_str(), w.section.as_str()),
-        (3, "socket", "ringcache")
+        (3, "shards", "ringcache")
     );
 }
 

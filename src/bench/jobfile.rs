@@ -181,6 +181,8 @@ pub struct JobFile {
     pub global_options: Vec<(String, String)>,
     /// From `[ringcache] target=` (default embedded).
     pub target: Target,
+    /// From `[ringcache] socket=`: the daemon's socket for target=daemon.
+    pub socket: Option<PathBuf>,
     /// Unknown options and options whose value ringcache does not honour.
     pub warnings: Vec<Warning>,
 }
@@ -237,7 +239,7 @@ const JOB_OPTIONS: &[&str] = &[
 ];
 
 /// Options the `[ringcache]` section may hold.
-const RINGCACHE_OPTIONS: &[&str] = &["target"];
+const RINGCACHE_OPTIONS: &[&str] = &["target", "socket"];
 
 /// Replace `${NAME}` with the environment variable NAME (empty, with a
 /// warning, when unset: fio substitutes silently).
@@ -559,6 +561,7 @@ impl JobFile {
         let mut globals: Vec<RawOption> = Vec::new();
         let mut global_options = Vec::new();
         let mut target = Target::default();
+        let mut socket = None;
         let mut jobs = Vec::new();
         let mut group = 0;
         for s in &sections {
@@ -577,8 +580,12 @@ impl JobFile {
                         if !known_or_warn(o, RINGCACHE_OPTIONS, &mut warnings) {
                             continue;
                         }
-                        // Only "target" so far.
-                        target = value(o)?.parse().map_err(|why: String| bad(o, why))?;
+                        match o.key.as_str() {
+                            "socket" => socket = Some(PathBuf::from(value(o)?)),
+                            _ => {
+                                target = value(o)?.parse().map_err(|why: String| bad(o, why))?;
+                            }
+                        }
                     }
                 }
                 SectionKind::Job => {
@@ -606,6 +613,7 @@ impl JobFile {
             jobs,
             global_options,
             target,
+            socket,
             warnings,
         })
     }

@@ -69,8 +69,9 @@ pub struct RunOptions {
     pub filename: Option<PathBuf>,
     /// Overrides the job file's `[ringcache] target=`.
     pub target: Option<Target>,
-    /// The daemon's socket for `target=daemon` (default: the embedded
-    /// default's, `./ringcache-data/ringcached.sock`).
+    /// The daemon's socket for `target=daemon`; overrides the job file's
+    /// `[ringcache] socket=` (default: the embedded default's,
+    /// `./ringcache-data/ringcached.sock`).
     pub socket: Option<PathBuf>,
     /// Draw a progress line on stderr while running; only honoured when
     /// stderr is a terminal.
@@ -643,6 +644,7 @@ pub fn run(file: &JobFile, opts: &RunOptions) -> Result<Report, BenchError> {
         let socket = opts
             .socket
             .clone()
+            .or_else(|| file.socket.clone())
             .unwrap_or_else(|| crate::daemon::Config::embedded().socket);
         return super::daemon::run(file, &socket, progress);
     }

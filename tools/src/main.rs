@@ -94,8 +94,9 @@ enum Cmd {
         /// [ringcache] target=.
         #[arg(long)]
         target: Option<bench::Target>,
-        /// The daemon's socket, for --target daemon (default: the embedded
-        /// default's, ./ringcache-data/ringcached.sock).
+        /// The daemon's socket, for --target daemon; overrides the job
+        /// file's [ringcache] socket= (default: the embedded default's,
+        /// ./ringcache-data/ringcached.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
     },
