@@ -569,6 +569,10 @@ enum FrameEnd {
     Bad,
 }
 
+/// Bytes a connection's frame reader keeps: pipelined requests arrive many
+/// to a read(2); a larger frame grows it for as long as it is read.
+const READ_BUF_BYTES: usize = 64 << 10;
+
 /// Frames from a connection, read in large pieces: pipelined requests
 /// arrive many to a read(2).
 struct FrameReader {
@@ -585,7 +589,7 @@ impl FrameReader {
     fn new(stream: UnixStream) -> FrameReader {
         FrameReader {
             stream,
-            buf: vec![0; 64 << 10],
+            buf: vec![0; READ_BUF_BYTES],
             start: 0,
             end: 0,
             timeout_set: false,
@@ -661,6 +665,11 @@ impl FrameReader {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            // A large write grew the buffer: give the memory back.
+            if self.buf.len() > READ_BUF_BYTES {
+                self.buf.truncate(READ_BUF_BYTES);
+                self.buf.shrink_to_fit();
+            }
         }
         Ok((h, payload))
     }
