@@ -447,6 +447,35 @@ fn a_lone_requester_submits_and_waits_in_one_system_call() {
 }
 
 #[test]
+fn submit_and_wait_sends_its_ops_even_when_it_need_not_wait() {
+    // A batch whose first op is refused: the queue holds a completion at
+    // once, so no wait follows; the good op must still reach the kernel.
+    let device = temp_device(4 * MIB);
+    let Some(engine) = open_uring(device.path(), &OpenOptions::default()) else {
+        return;
+    };
+    let before = engine.stats();
+    let cq = CompletionQueue::new();
+    let mut ops = vec![
+        Op::read(1, engine.alloc(BLOCK), 0, IoHint::Data),
+        Op::read(0, engine.alloc(BLOCK), 1, IoHint::Data),
+    ];
+    let mut out = Vec::new();
+    engine.submit_and_wait(&mut ops, &cq, &mut out);
+    assert!(out.iter().any(|c| c.tag == 0 && c.result.is_err()), "{out:?}");
+    let after = engine.stats();
+    assert_eq!(
+        after.sqes_submitted - before.sqes_submitted,
+        1,
+        "the good read went to the kernel: {after:?}"
+    );
+    if !out.iter().any(|c| c.tag == 1) {
+        out.extend(wait_for(&cq, 1, "uring"));
+    }
+    assert!(out.iter().any(|c| c.tag == 1 && c.result.is_ok()), "{out:?}");
+}
+
+#[test]
 fn a_waiter_on_another_thread_gets_its_completions() {
     // Ops submitted by one thread for a queue that another thread waits
     // on: the waiter drives the engine, or sleeps until the submission

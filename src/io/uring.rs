@@ -268,8 +268,14 @@ impl IoEngine for UringEngine {
         // This thread drives, so the SQEs can wait for the enter that also
         // waits for their completions: one system call, as fio's loop.
         s.driving.store(true, Ordering::SeqCst);
-        self.shared
+        let pushed = self
+            .shared
             .push_ops(ops, cq, self.device_bytes, Some(&mut reap));
+        if pushed && cq.has_completions() {
+            // No wait is coming (the queue already holds completions, a
+            // refused op's say): send the SQEs now.
+            s.enter_submit();
+        }
         s.drive_held(&mut reap, cq, Want::Completion);
         s.release(reap);
         cq.wait_into(out);
