@@ -462,7 +462,10 @@ fn submit_and_wait_sends_its_ops_even_when_it_need_not_wait() {
     ];
     let mut out = Vec::new();
     engine.submit_and_wait(&mut ops, &cq, &mut out);
-    assert!(out.iter().any(|c| c.tag == 0 && c.result.is_err()), "{out:?}");
+    assert!(
+        out.iter().any(|c| c.tag == 0 && c.result.is_err()),
+        "{out:?}"
+    );
     let after = engine.stats();
     assert_eq!(
         after.sqes_submitted - before.sqes_submitted,
@@ -472,7 +475,10 @@ fn submit_and_wait_sends_its_ops_even_when_it_need_not_wait() {
     if !out.iter().any(|c| c.tag == 1) {
         out.extend(wait_for(&cq, 1, "uring"));
     }
-    assert!(out.iter().any(|c| c.tag == 1 && c.result.is_ok()), "{out:?}");
+    assert!(
+        out.iter().any(|c| c.tag == 1 && c.result.is_ok()),
+        "{out:?}"
+    );
 }
 
 #[test]
