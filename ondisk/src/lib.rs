@@ -46,6 +46,42 @@ pub const BLOCK_BYTES_U64: u64 = BLOCK_BYTES as u64;
 
 /// Longest volume key, in bytes (keys are 1..=this, printable, no '/').
 pub const VOLUME_KEY_MAX: usize = 254;
+/// Why a volume key breaks the rule for volume keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeKeyError {
+    /// Empty or longer than [`VOLUME_KEY_MAX`]: the key's length.
+    Length(usize),
+    /// A byte outside printable ASCII, a space or a '/'.
+    Character,
+}
+
+impl core::fmt::Display for VolumeKeyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VolumeKeyError::Length(n) => {
+                write!(f, "volume key must be 1..={VOLUME_KEY_MAX} bytes, got {n}")
+            }
+            VolumeKeyError::Character => {
+                f.write_str("volume key must be printable ASCII without '/' or spaces")
+            }
+        }
+    }
+}
+
+/// The one rule for volume keys (the store, the cookie layer and the
+/// daemon all apply this): 1..=[`VOLUME_KEY_MAX`] bytes of printable ASCII
+/// without spaces or '/', so a key can name a directory or a log line
+/// safely.
+pub fn check_volume_key(key: &[u8]) -> core::result::Result<(), VolumeKeyError> {
+    if key.is_empty() || key.len() > VOLUME_KEY_MAX {
+        return Err(VolumeKeyError::Length(key.len()));
+    }
+    if key.iter().any(|&b| !(0x21..0x7f).contains(&b) || b == b'/') {
+        return Err(VolumeKeyError::Character);
+    }
+    Ok(())
+}
+
 /// Longest object key, in bytes (keys are opaque bytes, 1..=this).
 pub const OBJECT_KEY_MAX: usize = 255;
 /// Longest coherency (auxiliary) data, in bytes (0..=this).

@@ -436,17 +436,8 @@ impl Fscache {
     /// Acquire a volume by printable key. A second acquire of a live
     /// volume fails with `Busy`.
     pub fn acquire_volume(&self, key: &str, aux: &[u8]) -> Result<Arc<Volume>> {
-        if key.is_empty() || key.len() > ringcache_ondisk::VOLUME_KEY_MAX {
-            return Err(CacheError::Invalid(format!(
-                "volume key must be 1..={} bytes",
-                ringcache_ondisk::VOLUME_KEY_MAX
-            )));
-        }
-        if key.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b'/') {
-            return Err(CacheError::Invalid(
-                "volume key must be printable without '/' or spaces".into(),
-            ));
-        }
+        ringcache_ondisk::check_volume_key(key.as_bytes())
+            .map_err(|e| CacheError::Invalid(e.to_string()))?;
         if let Some(why) = self.withdrawn() {
             return Err(CacheError::Store(StoreError::Failed(why)));
         }

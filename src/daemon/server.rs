@@ -315,10 +315,7 @@ impl Daemon {
                 r.end().map_err(bad)?;
                 let key_str =
                     std::str::from_utf8(key).map_err(|_| Reply::status(Status::Invalid))?;
-                if key.is_empty()
-                    || key.len() > ringcache_ondisk::VOLUME_KEY_MAX
-                    || key.iter().any(|&b| !(0x21..0x7f).contains(&b) || b == b'/')
-                {
+                if ringcache_ondisk::check_volume_key(key).is_err() {
                     return Err(Reply::status(Status::Invalid));
                 }
                 if !self.cfg.allows(key_str, peer.uid, peer.gid, self.self_uid) {
