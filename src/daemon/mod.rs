@@ -19,10 +19,16 @@
 //! released, its uses ended and its cookies relinquished.
 
 pub mod config;
+mod connection;
+mod frames;
+mod handlers;
+mod lifecycle;
+mod reads;
 mod server;
 
 pub use config::{Config, ConfigError};
-pub use server::{Daemon, ShutdownHandle, run};
+pub use lifecycle::{ShutdownHandle, run};
+pub use server::Daemon;
 
 /// Reads in flight per connection.
 pub const MAX_INFLIGHT: usize = 64;

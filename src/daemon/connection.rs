@@ -1,0 +1,166 @@
+//! One connection: peer credentials, the greeting, then its frames served
+//! in order on its thread (reads handed to the read pipeline); its handles
+//! (`Conn`) and what is released when it closes.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::MAX_INFLIGHT;
+use super::frames::{FrameEnd, FrameReader, ReplyWriter, reply_frame};
+use super::reads::ConnReads;
+use super::server::Daemon;
+use crate::cookie::Cookie;
+use crate::proto::{self, Op, Reader, Status, Writer};
+
+pub(super) struct CookieEntry {
+    pub(super) cookie: Arc<Cookie>,
+    pub(super) volume: u32,
+    pub(super) uses: u32,
+}
+
+#[derive(Default)]
+pub(super) struct Conn {
+    pub(super) next_handle: u32,
+    /// Volume handles -> volume keys.
+    pub(super) volumes: HashMap<u32, Vec<u8>>,
+    pub(super) cookies: HashMap<u32, CookieEntry>,
+}
+
+impl Conn {
+    pub(super) fn handle(&mut self) -> u32 {
+        self.next_handle = self.next_handle.wrapping_add(1).max(1);
+        self.next_handle
+    }
+}
+
+pub(super) struct Peer {
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+}
+
+/// Serve one connection until it closes, on this thread; its reads are
+/// answered by a second thread, started with the first read.
+pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
+    let peer =
+        match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials: closing");
+                return;
+            }
+        };
+    let writer = match stream.try_clone() {
+        Ok(w) => ReplyWriter {
+            stream: Mutex::new(w),
+            broken: AtomicBool::new(false),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot clone a connection: closing");
+            return;
+        }
+    };
+    d.connections.fetch_add(1, Ordering::Relaxed);
+    let conn = Mutex::new(Conn::default());
+    let reads = ConnReads::new();
+    let mut frames = FrameReader::new(stream);
+    std::thread::scope(|scope| {
+        let mut completer = None;
+        let mut greeted = false;
+        loop {
+            let (h, payload) = match frames.next() {
+                Ok(f) => f,
+                Err(FrameEnd::Closed) => break,
+                Err(FrameEnd::Bad) => {
+                    d.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            };
+            d.requests.fetch_add(1, Ordering::Relaxed);
+            if !greeted {
+                if !greet(&writer, &h, &payload) {
+                    d.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                greeted = true;
+                continue;
+            }
+            if h.id == 0 {
+                // Id 0 marks events: a request may not use it.
+                writer.send(&reply_frame(h.op, 0, Status::BadRequest, &[]));
+                continue;
+            }
+            let Some(op) = Op::from_u16(h.op) else {
+                writer.send(&reply_frame(h.op, h.id, Status::UnknownOp, &[]));
+                continue;
+            };
+            if op == Op::Read {
+                if completer.is_none() {
+                    let (reads, writer) = (&reads, &writer);
+                    let spawned = std::thread::Builder::new()
+                        .name("ringcached-reads".into())
+                        .stack_size(CONN_STACK)
+                        .spawn_scoped(scope, move || d.complete_reads(reads, writer));
+                    match spawned {
+                        Ok(t) => completer = Some(t),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot start a completion thread");
+                            writer.send(&reply_frame(h.op, h.id, Status::Internal, &[]));
+                            continue;
+                        }
+                    }
+                }
+                d.start_read(&conn, &reads, h.id, &payload, &writer);
+                continue;
+            }
+            let reply = d.handle(&conn, &peer, op, &payload);
+            writer.send(&reply_frame(h.op, h.id, reply.status, &reply.body.finish()));
+        }
+        // Reads in flight finish (releasing their accesses) before the
+        // client's cookies and volumes are given back.
+        reads.close();
+        if let Some(t) = completer
+            && t.join().is_err()
+        {
+            tracing::error!("a connection's completion thread panicked");
+        }
+    });
+    d.cleanup(&conn);
+    d.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Answer the first frame, which must be a HELLO of our version. Returns
+/// whether the connection goes on.
+pub(super) fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> bool {
+    if h.op != Op::Hello as u16 {
+        writer.send(&reply_frame(h.op, h.id, Status::BadRequest, &[]));
+        return false;
+    }
+    let mut r = Reader::new(payload);
+    match (r.bytes(8).ok(), r.u32().ok()) {
+        (Some(m), Some(v)) if m == proto::MAGIC => {
+            if v != proto::VERSION {
+                let body = Writer::new().u32(proto::VERSION).finish();
+                writer.send(&reply_frame(h.op, h.id, Status::Version, &body));
+                return false;
+            }
+        }
+        _ => return false,
+    }
+    let body = Writer::new()
+        .u32(proto::VERSION)
+        .u32(proto::MAX_FRAME as u32)
+        .u32(MAX_INFLIGHT as u32)
+        .u32(proto::MAX_DATA as u32)
+        .finish();
+    writer.send(&reply_frame(h.op, h.id, Status::Ok, &body));
+    !writer.broken.load(Ordering::Relaxed)
+}
+
+/// Stack of connection threads: they parse frames and call into the
+/// store, nothing deep.
+pub(super) const CONN_STACK: usize = 256 << 10;

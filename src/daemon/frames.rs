@@ -1,0 +1,172 @@
+//! Frames: reading them whole (a deadline once a frame has begun, none
+//! while idle; buffered, since pipelined requests arrive many to a read),
+//! and writing replies whole, shared by a connection's two threads.
+
+use std::io::{IoSlice, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::FRAME_TIMEOUT;
+use super::server::lock;
+use crate::proto::{self, REPLY, Status};
+
+/// Why a connection's frames stopped.
+pub(super) enum FrameEnd {
+    /// The peer closed (or shutdown) between frames.
+    Closed,
+    /// A frame that cannot be trusted: bad header, cut short, or not
+    /// completed within [`FRAME_TIMEOUT`].
+    Bad,
+}
+
+/// Bytes a connection's frame reader keeps: pipelined requests arrive many
+/// to a read(2); a larger frame grows it for as long as it is read.
+pub(super) const READ_BUF_BYTES: usize = 64 << 10;
+
+/// Frames from a connection, read in large pieces: pipelined requests
+/// arrive many to a read(2).
+pub(super) struct FrameReader {
+    pub(super) stream: UnixStream,
+    pub(super) buf: Vec<u8>,
+    pub(super) start: usize,
+    pub(super) end: usize,
+    /// A read timeout is set on the socket (only while a frame is part
+    /// way in).
+    pub(super) timeout_set: bool,
+}
+
+impl FrameReader {
+    pub(super) fn new(stream: UnixStream) -> FrameReader {
+        FrameReader {
+            stream,
+            buf: vec![0; READ_BUF_BYTES],
+            start: 0,
+            end: 0,
+            timeout_set: false,
+        }
+    }
+
+    /// Read more bytes, making room for `need` buffered ones first.
+    /// Returns the bytes read (0 at end of stream).
+    pub(super) fn fill(&mut self, need: usize) -> std::io::Result<usize> {
+        if self.start > 0 && (self.end == self.buf.len() || self.start + need > self.buf.len()) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if need > self.buf.len() {
+            self.buf.resize(need, 0);
+        }
+        let end = self.end;
+        let n = loop {
+            match self.stream.read(&mut self.buf[end..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Have `n` bytes buffered, waiting until `deadline` at most.
+    pub(super) fn want(&mut self, n: usize, deadline: Instant) -> Result<(), FrameEnd> {
+        while self.end - self.start < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return Err(FrameEnd::Bad);
+            }
+            self.timeout_set = true;
+            match self.fill(n) {
+                Ok(0) | Err(_) => return Err(FrameEnd::Bad),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame: waits for its first byte as long as the peer likes,
+    /// then gives the rest [`FRAME_TIMEOUT`].
+    pub(super) fn next(&mut self) -> Result<(proto::Header, Vec<u8>), FrameEnd> {
+        if self.start == self.end {
+            if self.timeout_set {
+                if self.stream.set_read_timeout(None).is_err() {
+                    return Err(FrameEnd::Bad);
+                }
+                self.timeout_set = false;
+            }
+            match self.fill(1) {
+                Ok(0) | Err(_) => return Err(FrameEnd::Closed),
+                Ok(_) => {}
+            }
+        }
+        let deadline = Instant::now() + FRAME_TIMEOUT;
+        self.want(16, deadline)?;
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&self.buf[self.start..self.start + 16]);
+        let h = proto::parse_header(&head).map_err(|e| {
+            // A framing error: nothing after it can be trusted.
+            tracing::debug!(error = %e, "bad frame: closing connection");
+            FrameEnd::Bad
+        })?;
+        self.want(16 + h.payload_len, deadline)?;
+        let at = self.start + 16;
+        let payload = self.buf[at..at + h.payload_len].to_vec();
+        self.start = at + h.payload_len;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // A large write grew the buffer: give the memory back.
+            if self.buf.len() > READ_BUF_BYTES {
+                self.buf.truncate(READ_BUF_BYTES);
+                self.buf.shrink_to_fit();
+            }
+        }
+        Ok((h, payload))
+    }
+}
+
+/// One reply frame with a status and a body.
+pub(super) fn reply_frame(op: u16, id: u64, status: Status, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + body.len());
+    payload.extend_from_slice(&(status as u16).to_le_bytes());
+    payload.extend_from_slice(&0u16.to_le_bytes());
+    payload.extend_from_slice(body);
+    proto::frame(op | REPLY, id, &payload)
+}
+
+/// The write side of a connection, shared by its reader (control replies)
+/// and its completion thread (read replies); whole frames at a time.
+pub(super) struct ReplyWriter {
+    pub(super) stream: Mutex<UnixStream>,
+    /// A write failed: the peer is gone, later replies are dropped.
+    pub(super) broken: AtomicBool,
+}
+
+impl ReplyWriter {
+    pub(super) fn send(&self, bytes: &[u8]) {
+        self.send_vectored(&mut [IoSlice::new(bytes)]);
+    }
+
+    pub(super) fn send_vectored(&self, mut slices: &mut [IoSlice<'_>]) {
+        if self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut s = lock(&self.stream);
+        while !slices.is_empty() {
+            match s.write_vectored(slices) {
+                Ok(0) => {
+                    self.broken.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.broken.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! One handler per request other than Read: parse the payload, check it,
+//! call the cookie layer, build the reply. Handles are looked up through
+//! one helper, under the connection's lock.
+
+use std::sync::{Arc, Mutex};
+
+use super::connection::{Conn, CookieEntry, Peer};
+use super::server::{Daemon, lock};
+use crate::cookie::{CacheError, Cookie, WriteOutcome};
+use crate::proto::{Op, ProtoError, Reader, Status, Writer};
+use crate::store::StoreError;
+
+/// A reply: status and body.
+pub(super) struct Reply {
+    pub(super) status: Status,
+    pub(super) body: Writer,
+}
+
+impl Reply {
+    pub(super) fn ok(body: Writer) -> Reply {
+        Reply {
+            status: Status::Ok,
+            body,
+        }
+    }
+    pub(super) fn status(s: Status) -> Reply {
+        Reply {
+            status: s,
+            body: Writer::new(),
+        }
+    }
+}
+
+pub(super) fn bad(_: ProtoError) -> Reply {
+    Reply::status(Status::BadRequest)
+}
+
+pub(super) fn from_cache_error(e: &CacheError) -> Status {
+    match e {
+        CacheError::Busy(_) => Status::Busy,
+        CacheError::Invalid(_) => Status::Invalid,
+        CacheError::Relinquished | CacheError::VolumeRelinquished => Status::BadHandle,
+        CacheError::Store(s) => from_store_error(s),
+    }
+}
+
+pub(super) fn from_store_error(e: &StoreError) -> Status {
+    match e {
+        StoreError::Invalid(_) => Status::Range,
+        StoreError::NoSpace => Status::NoSpace,
+        StoreError::Failed(_) | StoreError::Io(_) | StoreError::Corrupt(_) => Status::Failed,
+        StoreError::Stale => Status::Stale,
+        StoreError::Exists => Status::Busy,
+        StoreError::NoSuchObject | StoreError::NoSuchVolume => Status::BadHandle,
+        StoreError::NotACache(_) => Status::Internal,
+    }
+}
+
+/// What a handler returns: its reply either way (an error is a reply with
+/// a status and no body).
+type Handled = Result<Reply, Reply>;
+
+fn status(s: Status) -> Reply {
+    Reply::status(s)
+}
+
+fn cache_status(e: CacheError) -> Reply {
+    Reply::status(from_cache_error(&e))
+}
+
+fn done() -> Handled {
+    Ok(Reply::ok(Writer::new()))
+}
+
+impl Conn {
+    /// The one way to reach a cookie by handle: under the connection's
+    /// lock, `BadHandle` if this connection holds no such cookie.
+    pub(super) fn with_cookie<T>(
+        conn: &Mutex<Conn>,
+        h: u32,
+        f: impl FnOnce(&mut CookieEntry) -> Result<T, Reply>,
+    ) -> Result<T, Reply> {
+        let mut c = lock(conn);
+        let e = c.cookies.get_mut(&h).ok_or(status(Status::BadHandle))?;
+        f(e)
+    }
+
+    /// The cookie behind the handle at the start of `r`.
+    pub(super) fn cookie_of(conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Result<Arc<Cookie>, Reply> {
+        let h = r.u32().map_err(bad)?;
+        Self::with_cookie(conn, h, |e| Ok(e.cookie.clone()))
+    }
+}
+
+impl Daemon {
+    /// Handle one request other than a read (blocking).
+    pub(super) fn handle(&self, conn: &Mutex<Conn>, peer: &Peer, op: Op, payload: &[u8]) -> Reply {
+        let mut r = Reader::new(payload);
+        let r = &mut r;
+        let res = match op {
+            // The connection loop answers these itself.
+            Op::Hello | Op::Read => Err(status(Status::BadRequest)),
+            Op::Ping => r.end().map_err(bad).and_then(|()| done()),
+            Op::Stats => self.op_stats(r),
+            Op::AcquireVolume => self.op_acquire_volume(conn, peer, r),
+            Op::RelinquishVolume => self.op_relinquish_volume(conn, r),
+            Op::AcquireCookie => self.op_acquire_cookie(conn, r),
+            Op::RelinquishCookie => self.op_relinquish_cookie(conn, r),
+            Op::UseCookie => self.op_use_cookie(conn, r),
+            Op::UnuseCookie => self.op_unuse_cookie(conn, r),
+            Op::Write => self.op_write(conn, r),
+            Op::PrepareToWrite => self.op_prepare_to_write(conn, r),
+            Op::Invalidate => self.op_invalidate(conn, r),
+            Op::Resize => self.op_resize(conn, r),
+            Op::QueryOccupancy => self.op_query_occupancy(conn, r),
+        };
+        res.unwrap_or_else(|e| e)
+    }
+
+    fn op_stats(&self, r: &mut Reader<'_>) -> Handled {
+        r.end().map_err(bad)?;
+        let stats = self.stats();
+        let mut w = Writer::new().u32(stats.len() as u32);
+        for (k, v) in stats {
+            w = w.u8(k.len() as u8).bytes(k.as_bytes()).u64(v);
+        }
+        Ok(Reply::ok(w))
+    }
+
+    fn op_acquire_volume(&self, conn: &Mutex<Conn>, peer: &Peer, r: &mut Reader<'_>) -> Handled {
+        let key_len = r.u16().map_err(bad)? as usize;
+        let aux_len = r.u16().map_err(bad)? as usize;
+        let key = r.bytes(key_len).map_err(bad)?;
+        let aux = r.bytes(aux_len).map_err(bad)?;
+        r.end().map_err(bad)?;
+        let key_str = std::str::from_utf8(key).map_err(|_| status(Status::Invalid))?;
+        if ringcache_ondisk::check_volume_key(key).is_err() {
+            return Err(status(Status::Invalid));
+        }
+        if !self.cfg.allows(key_str, peer.uid, peer.gid, self.self_uid) {
+            tracing::warn!(uid = peer.uid, volume = key_str, "volume access denied");
+            return Err(status(Status::Denied));
+        }
+        {
+            let mut vols = lock(&self.volumes);
+            if let Some((_, n)) = vols.get_mut(key) {
+                *n += 1;
+            } else {
+                let v = self
+                    .cache
+                    .acquire_volume(key_str, aux)
+                    .map_err(cache_status)?;
+                vols.insert(key.to_vec(), (v, 1));
+            }
+        }
+        let mut c = lock(conn);
+        let h = c.handle();
+        c.volumes.insert(h, key.to_vec());
+        Ok(Reply::ok(Writer::new().u32(h)))
+    }
+
+    fn op_relinquish_volume(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let h = r.u32().map_err(bad)?;
+        let invalidate = r.u8().map_err(bad)? != 0;
+        r.end().map_err(bad)?;
+        let key = {
+            let mut c = lock(conn);
+            if c.cookies.values().any(|e| e.volume == h) {
+                return Err(status(Status::Busy));
+            }
+            c.volumes.remove(&h).ok_or(status(Status::BadHandle))?
+        };
+        self.release_volume(&key, invalidate);
+        done()
+    }
+
+    fn op_acquire_cookie(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let vh = r.u32().map_err(bad)?;
+        let key_len = r.u16().map_err(bad)? as usize;
+        let aux_len = r.u16().map_err(bad)? as usize;
+        let size = r.u64().map_err(bad)?;
+        let key = r.bytes(key_len).map_err(bad)?;
+        let aux = r.bytes(aux_len).map_err(bad)?;
+        r.end().map_err(bad)?;
+        let vkey = lock(conn)
+            .volumes
+            .get(&vh)
+            .cloned()
+            .ok_or(status(Status::BadHandle))?;
+        let vol = lock(&self.volumes)
+            .get(&vkey)
+            .map(|(v, _)| v.clone())
+            .ok_or(status(Status::BadHandle))?;
+        let cookie = self
+            .cache
+            .acquire_cookie(&vol, key, aux, size)
+            .map_err(cache_status)?;
+        let mut c = lock(conn);
+        let h = c.handle();
+        c.cookies.insert(
+            h,
+            CookieEntry {
+                cookie,
+                volume: vh,
+                uses: 0,
+            },
+        );
+        Ok(Reply::ok(Writer::new().u32(h)))
+    }
+
+    fn op_relinquish_cookie(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let h = r.u32().map_err(bad)?;
+        let retire = r.u8().map_err(bad)? != 0;
+        r.end().map_err(bad)?;
+        let e = lock(conn)
+            .cookies
+            .remove(&h)
+            .ok_or(status(Status::BadHandle))?;
+        for _ in 0..e.uses {
+            self.cache.unuse_cookie(&e.cookie, None, None);
+        }
+        self.cache.relinquish_cookie(&e.cookie, retire);
+        done()
+    }
+
+    fn op_use_cookie(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let h = r.u32().map_err(bad)?;
+        let will_modify = r.u8().map_err(bad)? != 0;
+        r.end().map_err(bad)?;
+        let cookie = Conn::with_cookie(conn, h, |e| {
+            e.uses += 1;
+            Ok(e.cookie.clone())
+        })?;
+        self.cache.use_cookie(&cookie, will_modify);
+        done()
+    }
+
+    fn op_unuse_cookie(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let h = r.u32().map_err(bad)?;
+        let flags = r.u8().map_err(bad)?;
+        let aux_len = r.u16().map_err(bad)? as usize;
+        let size = r.u64().map_err(bad)?;
+        let aux = r.bytes(aux_len).map_err(bad)?;
+        r.end().map_err(bad)?;
+        if aux.len() > ringcache_ondisk::AUX_MAX {
+            return Err(status(Status::Invalid));
+        }
+        let cookie = Conn::with_cookie(conn, h, |e| {
+            if e.uses == 0 {
+                return Err(status(Status::Invalid));
+            }
+            e.uses -= 1;
+            Ok(e.cookie.clone())
+        })?;
+        self.cache.unuse_cookie(
+            &cookie,
+            (flags & 1 != 0).then_some(aux),
+            (flags & 2 != 0).then_some(size),
+        );
+        done()
+    }
+
+    fn op_write(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let cookie = Conn::cookie_of(conn, r)?;
+        let len = r.u32().map_err(bad)? as usize;
+        let offset = r.u64().map_err(bad)?;
+        let data = r.bytes(len).map_err(bad)?;
+        r.end().map_err(bad)?;
+        if offset.checked_add(len as u64).is_none() {
+            return Err(status(Status::Range));
+        }
+        let opn = self.cache.begin_operation(&cookie, true);
+        match opn.write(offset, data) {
+            Ok(WriteOutcome::Written) => done(),
+            Ok(WriteOutcome::Dropped) => Err(status(Status::Dropped)),
+            Ok(WriteOutcome::Stale) => Err(status(Status::Stale)),
+            Err(e) => Err(cache_status(e)),
+        }
+    }
+
+    fn op_prepare_to_write(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let cookie = Conn::cookie_of(conn, r)?;
+        r.end().map_err(bad)?;
+        self.cache.prepare_to_write(&cookie);
+        done()
+    }
+
+    fn op_invalidate(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let cookie = Conn::cookie_of(conn, r)?;
+        let aux_len = r.u16().map_err(bad)? as usize;
+        let _pad = r.u16().map_err(bad)?;
+        let size = r.u64().map_err(bad)?;
+        let aux = r.bytes(aux_len).map_err(bad)?;
+        r.end().map_err(bad)?;
+        self.cache
+            .invalidate(&cookie, aux, size)
+            .map_err(cache_status)?;
+        done()
+    }
+
+    fn op_resize(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let cookie = Conn::cookie_of(conn, r)?;
+        let _pad = r.u32().map_err(bad)?;
+        let size = r.u64().map_err(bad)?;
+        r.end().map_err(bad)?;
+        self.cache.resize(&cookie, size).map_err(cache_status)?;
+        done()
+    }
+
+    fn op_query_occupancy(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let cookie = Conn::cookie_of(conn, r)?;
+        r.end().map_err(bad)?;
+        let opn = self.cache.begin_operation(&cookie, false);
+        let occ = opn.query_occupancy().map_err(cache_status)?;
+        let mut w = Writer::new().u32(occ.len() as u32);
+        for (o, l) in occ {
+            w = w.u64(o).u64(l);
+        }
+        Ok(Reply::ok(w))
+    }
+}

@@ -1,0 +1,263 @@
+//! The daemon's life: bind the socket, accept connections (a thread each),
+//! housekeeping (LRU discard, a flush when dirty), signals, sd_notify
+//! readiness, and the clean shutdown (stop accepting, let connections
+//! finish within a grace period, flush, checkpoint, mark clean).
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::connection::{CONN_STACK, serve_connection};
+use super::server::{Daemon, lock};
+use super::{Config, SHUTDOWN_GRACE};
+
+/// Ask a running daemon to shut down cleanly.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Lifecycle>);
+
+impl ShutdownHandle {
+    /// Begin the clean shutdown.
+    pub fn shutdown(&self) {
+        self.0.stop();
+    }
+}
+
+/// What the accept loop, the housekeeping thread and shutdown share.
+pub(super) struct Lifecycle {
+    pub(super) stopping: AtomicBool,
+    /// Signalled when `stopping` is set (wakes housekeeping early).
+    pub(super) stopped: Condvar,
+    pub(super) sleep: Mutex<()>,
+    /// The listening socket, shut down to wake the accept loop.
+    pub(super) listener: Mutex<Option<UnixListener>>,
+}
+
+impl Lifecycle {
+    pub(super) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(l) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            // Makes a blocked accept(2) return at once.
+            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        let _g = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        self.stopped.notify_all();
+    }
+
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sleep for `d` or until shutdown begins; returns whether it began.
+    pub(super) fn sleep(&self, d: Duration) -> bool {
+        let g = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopping() {
+            return true;
+        }
+        let _ = self
+            .stopped
+            .wait_timeout(g, d)
+            .unwrap_or_else(|e| e.into_inner());
+        self.stopping()
+    }
+}
+
+/// One descriptor per client: raise the soft limit to the hard one.
+pub(super) fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, "cannot raise the open file limit");
+    }
+}
+
+/// Send `READY=1` to systemd when run under it.
+pub(super) fn sd_notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", Path::new(&path))
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Bind the socket: refuse if another daemon answers on it, replace a
+/// stale one.
+pub(super) fn bind(sock: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if sock.exists() {
+        // A stale socket from a crashed daemon: refuse if one answers.
+        if UnixStream::connect(sock).is_ok() {
+            anyhow::bail!("{} is served by another daemon", sock.display());
+        }
+        std::fs::remove_file(sock).with_context(|| format!("removing stale {}", sock.display()))?;
+    }
+    if let Some(dir) = sock.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener =
+        UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Run the daemon until SIGTERM/SIGINT (or `shutdown`), then shut down
+/// cleanly: stop accepting, finish requests in flight, release every
+/// client's cookies, flush and checkpoint, mark the cache clean.
+/// `on_ready` is called once the socket accepts connections.
+///
+/// Threads: this one accepts; each connection has a thread that reads and
+/// serves its requests (and starts its reads), plus, once it reads, one
+/// that reaps and answers its reads. Both block in the kernel (the socket,
+/// or io_uring as the engine's driver), so a read costs no hand-off
+/// through a pool. One more thread runs housekeeping (LRU discard, a flush
+/// when dirty, once a second), one waits for signals.
+pub fn run(
+    cfg: Config,
+    on_ready: impl FnOnce(ShutdownHandle) + Send + 'static,
+) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let daemon = Daemon::open(cfg)?;
+    let sock = daemon.cfg.socket.clone();
+    let listener = bind(&sock, daemon.cfg.socket_mode)?;
+    let life = Arc::new(Lifecycle {
+        stopping: AtomicBool::new(false),
+        stopped: Condvar::new(),
+        sleep: Mutex::new(()),
+        listener: Mutex::new(Some(listener.try_clone()?)),
+    });
+    let handle = ShutdownHandle(life.clone());
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    let signal_handle = signals.handle();
+    let signal_thread = {
+        let handle = handle.clone();
+        std::thread::Builder::new()
+            .name("ringcached-signals".into())
+            .spawn(move || {
+                if signals.forever().next().is_some() {
+                    tracing::info!("signal received: shutting down");
+                    handle.shutdown();
+                }
+            })?
+    };
+    tracing::info!(socket = %sock.display(), "ready");
+    sd_notify_ready();
+    on_ready(handle.clone());
+    let open: Mutex<HashMap<u64, UnixStream>> = Mutex::new(HashMap::new());
+    let result = std::thread::scope(|scope| -> anyhow::Result<()> {
+        let d = &*daemon;
+        let life = &*life;
+        // LRU: discard idle cookies once a second; data does not stay
+        // volatile for more than a second.
+        std::thread::Builder::new()
+            .name("ringcached-housekeeping".into())
+            .spawn_scoped(scope, move || {
+                while !life.sleep(Duration::from_secs(1)) {
+                    d.cache.lru_scan(Instant::now());
+                    if let Err(e) = d.store.flush_if_dirty() {
+                        tracing::warn!(error = %e, "periodic flush failed");
+                    }
+                }
+            })?;
+        let open = &open;
+        let mut next_conn = 0u64;
+        for stream in listener.incoming() {
+            if life.stopping() {
+                break;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors, say: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let id = next_conn;
+            next_conn += 1;
+            if let Ok(s) = stream.try_clone() {
+                lock(open).insert(id, s);
+            }
+            let spawned = std::thread::Builder::new()
+                .name("ringcached-conn".into())
+                .stack_size(CONN_STACK)
+                .spawn_scoped(scope, move || {
+                    serve_connection(d, stream);
+                    lock(open).remove(&id);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start a connection thread");
+                lock(open).remove(&id);
+            }
+        }
+        drop(listener);
+        let _ = std::fs::remove_file(&sock);
+        // Connections stop reading, finish their requests in flight and
+        // clean up; the scope waits for them.
+        for s in lock(open).values() {
+            let _ = s.shutdown(std::net::Shutdown::Read);
+        }
+        // A client that does not take its replies would hold its
+        // connection's thread in a write: after a grace period, cut it off.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !lock(open).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stuck = lock(open);
+        if !stuck.is_empty() {
+            tracing::warn!(
+                connections = stuck.len(),
+                "connections did not finish in time; closing them"
+            );
+            for s in stuck.values() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        drop(stuck);
+        Ok(())
+    });
+    signal_handle.close();
+    let _ = signal_thread.join();
+    result?;
+    let store = daemon.store.clone();
+    drop(daemon);
+    match Arc::try_unwrap(store) {
+        Ok(s) => s.close().context("closing the cache")?,
+        Err(s) => {
+            s.checkpoint().context("checkpointing the cache")?;
+            tracing::warn!("store still referenced at shutdown: checkpointed, not marked clean");
+        }
+    }
+    tracing::info!("shut down cleanly");
+    Ok(())
+}

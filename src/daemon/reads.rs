@@ -1,0 +1,243 @@
+//! The read pipeline: a connection's reader starts reads (parse, access
+//! gate, I/O to the device) and its completion thread reaps, checks and
+//! answers them, a batch of replies to one writev with the data straight
+//! from the I/O buffers. At most `MAX_INFLIGHT` per connection
+//! (back-pressure).
+
+use std::io::IoSlice;
+use std::sync::{Condvar, Mutex};
+
+use super::MAX_INFLIGHT;
+use super::connection::Conn;
+use super::frames::{ReplyWriter, reply_frame};
+use super::handlers::{Reply, bad, from_cache_error};
+use super::server::{Daemon, lock};
+use crate::cookie::{CacheError, Operation, ReadOutcome};
+use crate::io::{Completion, CompletionQueue, IoBuf};
+use crate::proto::{self, Op, REPLY, Reader, SEG_DATA, SEG_HOLE, Status, Writer};
+use crate::store::{PendingRead, ReadAt, Segment, StartedRead, read_key_of};
+
+/// A read of one connection between its reader thread, which starts it,
+/// and its completion thread, which finishes and answers it.
+pub(super) struct ConnRead<'d> {
+    pub(super) id: u64,
+    pub(super) read: PendingRead,
+    /// Holds the cookie's access gate until the read is answered.
+    pub(super) op: Operation<'d>,
+}
+
+#[derive(Default)]
+pub(super) struct ReadTable<'d> {
+    pub(super) reads: slab::Slab<ConnRead<'d>>,
+    /// The reader is done: the completion thread exits once `reads` is
+    /// empty.
+    pub(super) closing: bool,
+}
+
+/// Reads in flight on one connection.
+pub(super) struct ConnReads<'d> {
+    pub(super) cq: CompletionQueue,
+    pub(super) table: Mutex<ReadTable<'d>>,
+    /// Signalled when reads finish (the reader waits for room).
+    pub(super) room: Condvar,
+}
+
+/// Tag of the completion that wakes a completion thread to look at
+/// `closing` (no read key comes near it).
+pub(super) const WAKE_TAG: u64 = u64::MAX;
+
+impl<'d> ConnReads<'d> {
+    pub(super) fn new() -> Self {
+        ConnReads {
+            cq: CompletionQueue::new(),
+            table: Mutex::new(ReadTable::default()),
+            room: Condvar::new(),
+        }
+    }
+
+    pub(super) fn close(&self) {
+        lock(&self.table).closing = true;
+        self.cq.push(Completion {
+            tag: WAKE_TAG,
+            result: Ok(0),
+            buf: IoBuf::empty(),
+        });
+    }
+}
+
+impl Daemon {
+    /// Start a read: parse, check, take an access, send the I/O. Errors
+    /// and reads with nothing to do are answered at once.
+    pub(super) fn start_read<'d>(
+        &'d self,
+        conn: &Mutex<Conn>,
+        reads: &ConnReads<'d>,
+        id: u64,
+        payload: &[u8],
+        out: &ReplyWriter,
+    ) {
+        let op_code = Op::Read as u16;
+        let answer = |st: Status| out.send(&reply_frame(op_code, id, st, &[]));
+        let mut r = Reader::new(payload);
+        let parsed = (|| {
+            let cookie = Conn::cookie_of(conn, &mut r)?;
+            let len = r.u32().map_err(bad)? as u64;
+            let offset = r.u64().map_err(bad)?;
+            r.end().map_err(bad)?;
+            if len as usize > proto::MAX_DATA || offset.checked_add(len).is_none() {
+                return Err(Reply::status(Status::Range));
+            }
+            Ok((cookie, offset, len))
+        })();
+        let (cookie, offset, len) = match parsed {
+            Ok(p) => p,
+            Err(reply) => return answer(reply.status),
+        };
+        let op = self.cache.begin_operation(&cookie, false);
+        let Some((object, data_gen)) = op.read_target() else {
+            return answer(Status::NoData);
+        };
+        let mut t = lock(&reads.table);
+        while t.reads.len() >= MAX_INFLIGHT {
+            // Back-pressure: stop reading the socket until replies go out.
+            t = reads.room.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        let key = t.reads.vacant_key() as u64;
+        let at = ReadAt {
+            object,
+            data_gen: Some(data_gen),
+            offset,
+            len,
+        };
+        match self.store.start_read(key, id, at, &reads.cq) {
+            Ok(StartedRead::Pending(read)) => {
+                t.reads.insert(ConnRead { id, read, op });
+            }
+            Ok(StartedRead::Done(result)) => {
+                drop(t);
+                out.send(&read_reply(id, op.read_done(result)));
+            }
+            Err(e) => {
+                drop(t);
+                out.send(&read_reply(id, op.read_done(Err(e))));
+            }
+        }
+    }
+
+    /// A connection's completion thread: reap its reads, check them and
+    /// answer them, a batch of replies to one writev.
+    pub(super) fn complete_reads<'d>(&'d self, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        let mut done = Vec::new();
+        let mut landed: Vec<ConnRead<'d>> = Vec::new();
+        let mut results = Vec::new();
+        let mut heads: Vec<Vec<u8>> = Vec::new();
+        loop {
+            {
+                let t = lock(&reads.table);
+                if t.closing && t.reads.is_empty() {
+                    return;
+                }
+            }
+            reads.cq.wait_into(&mut done);
+            {
+                let mut t = lock(&reads.table);
+                for c in done.drain(..) {
+                    if c.tag == WAKE_TAG {
+                        continue;
+                    }
+                    let key = read_key_of(c.tag) as usize;
+                    if let Some(r) = t.reads.get_mut(key)
+                        && r.read.absorb(c)
+                    {
+                        landed.push(t.reads.remove(key));
+                    }
+                }
+            }
+            if landed.is_empty() {
+                continue;
+            }
+            let (ids_ops, pending): (Vec<_>, Vec<_>) =
+                landed.drain(..).map(|r| ((r.id, r.op), r.read)).unzip();
+            self.store.finish_pending(pending.into_iter(), &mut results);
+            // Replies: a head (frame header, status, segment table) per
+            // read, the data straight from the I/O buffers.
+            let outcomes: Vec<(u64, Result<ReadOutcome, CacheError>)> = ids_ops
+                .into_iter()
+                .zip(results.drain(..))
+                .map(|((id, op), (_, r))| (id, op.read_done(r)))
+                .collect();
+            heads.clear();
+            for (id, outcome) in &outcomes {
+                heads.push(read_reply_head(*id, outcome));
+            }
+            let mut slices = Vec::with_capacity(outcomes.len() * 2);
+            for (head, (_, outcome)) in heads.iter().zip(&outcomes) {
+                slices.push(IoSlice::new(head));
+                if let Ok(ReadOutcome::Data(segs)) = outcome {
+                    for s in segs {
+                        if let Segment::Data { data, .. } = s {
+                            slices.push(IoSlice::new(data));
+                        }
+                    }
+                }
+            }
+            for chunk in slices.chunks_mut(512) {
+                out.send_vectored(chunk);
+            }
+            drop(slices);
+            drop(outcomes);
+            reads.room.notify_all();
+        }
+    }
+}
+
+/// The head of a read reply: everything but the data bytes, which follow
+/// it in segment order.
+pub(super) fn read_reply_head(id: u64, outcome: &Result<ReadOutcome, CacheError>) -> Vec<u8> {
+    let op = Op::Read as u16;
+    match outcome {
+        Ok(ReadOutcome::Data(segs)) => {
+            let data: usize = segs
+                .iter()
+                .filter(|s| matches!(s, Segment::Data { .. }))
+                .map(|s| s.len() as usize)
+                .sum();
+            let mut w = Writer::new().u32(segs.len() as u32);
+            for s in segs {
+                let kind = if matches!(s, Segment::Data { .. }) {
+                    SEG_DATA
+                } else {
+                    SEG_HOLE
+                };
+                w = w.u8(kind).u8(0).u16(0).u32(s.len() as u32).u64(s.offset());
+            }
+            let table = w.finish();
+            let payload_len = 4 + table.len() + data;
+            let mut head = Vec::with_capacity(16 + 4 + table.len());
+            head.extend_from_slice(&((proto::HEADER_AFTER_LEN + payload_len) as u32).to_le_bytes());
+            head.extend_from_slice(&(op | REPLY).to_le_bytes());
+            head.extend_from_slice(&0u16.to_le_bytes());
+            head.extend_from_slice(&id.to_le_bytes());
+            head.extend_from_slice(&(Status::Ok as u16).to_le_bytes());
+            head.extend_from_slice(&0u16.to_le_bytes());
+            head.extend_from_slice(&table);
+            head
+        }
+        Ok(ReadOutcome::NoData) => reply_frame(op, id, Status::NoData, &[]),
+        Ok(ReadOutcome::Stale) => reply_frame(op, id, Status::Stale, &[]),
+        Err(e) => reply_frame(op, id, from_cache_error(e), &[]),
+    }
+}
+
+/// A whole read reply (head and data) in one buffer.
+pub(super) fn read_reply(id: u64, outcome: Result<ReadOutcome, CacheError>) -> Vec<u8> {
+    let mut f = read_reply_head(id, &outcome);
+    if let Ok(ReadOutcome::Data(segs)) = &outcome {
+        for s in segs {
+            if let Segment::Data { data, .. } = s {
+                f.extend_from_slice(data);
+            }
+        }
+    }
+    f
+}
