@@ -6,6 +6,9 @@
 //! - [`daemon`]: `ringcached`, the cache as a service on a Unix socket.
 //! - [`proto`] and [`client`]: the socket protocol and its client library.
 //! - [`bench`]: `ringcache bench`, fio job files run against the store.
+// Unsafe code lives in the io_uring engine and its buffer pool only
+// (`io::uring`, `io::buf`), allowed there by name.
+#![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

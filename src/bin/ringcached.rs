@@ -5,6 +5,8 @@
 //! `./ringcache-data/ringcached.sock`. `--config FILE`, `--device PATH` and
 //! `--socket PATH` override. SIGTERM or SIGINT shut it down cleanly.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};

@@ -12,9 +12,16 @@
 //! request's buffer back. Flush means: every write that completed before the
 //! flush was submitted is durable once the flush completes.
 
+// The aligned buffer pool allocates and hands out raw memory for O_DIRECT
+// and io_uring's registered buffers: unsafe by nature, each block with its
+// `// SAFETY:` argument.
+#[allow(unsafe_code)]
 pub mod buf;
 pub mod psync;
 pub mod sim;
+// The io_uring engine: submission of SQEs that name buffers and the
+// registration of buffers and files are unsafe in the `io-uring` crate.
+#[allow(unsafe_code)]
 pub mod uring;
 
 use std::collections::VecDeque;

@@ -748,10 +748,10 @@ fn register_pool(ring: &IoUring, pool: &BufPool) -> bool {
     }
     // SAFETY: each iovec is the memory of one pool buffer, which never moves
     // or shrinks (an `IoBuf` does not expose its allocation, and it goes
-    // back to the pool whole) and is freed only with the pool. The pool
-    // lives in `Shared`, which the `Ring` owning this ring holds in a field
-    // dropped after the ring; before the `Ring` exists, the caller holds the
-    // `Arc<Shared>` for longer than this ring.
+    // back to the pool whole) and is freed only with the pool. The caller
+    // (`UringEngine::new`) moves this ring and the pool into one `Shared`,
+    // whose `ring` field is declared, and so dropped, before its `pool`;
+    // until then no I/O is submitted, so the kernel touches no buffer.
     match unsafe { ring.submitter().register_buffers(&iovecs) } {
         Ok(()) => true,
         Err(e) => {
