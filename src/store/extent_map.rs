@@ -71,11 +71,6 @@ impl ExtentMap {
         self.len
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Index of the chunk that holds (or would hold) `key`.
     fn chunk_for(&self, key: u64) -> usize {
         self.chunks

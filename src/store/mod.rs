@@ -1,7 +1,7 @@
 //! The object store: log-structured, checksummed, crash-safe.
 //!
 //! Data is appended into large regions (sequential writes). An in-memory
-//! [`index::Index`] maps (object, offset) to (region, offset, length); a crc32c
+//! index (`index.rs`) maps (object, offset) to (region, offset, length); a crc32c
 //! per 4 KiB block, seeded with the object, its data generation and the
 //! logical block, is kept per region and checked on every read, so a
 //! mismatch is a miss, never wrong bytes. Index changes are records
@@ -25,11 +25,12 @@ mod config;
 mod durability;
 mod error;
 mod extent_map;
-pub mod index;
+mod index;
 mod read;
 mod read_queue;
 mod recovery;
 mod space;
+mod view;
 mod write;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -46,6 +47,7 @@ pub use index::{ObjectId, VolumeId};
 pub use read::{DataBuf, Segment};
 pub use read_queue::{PendingRead, ReadAt, ReadQueue, StartedRead, read_key_of};
 pub use recovery::{FormatOptions, Loaded, RecoveryReport, format, load};
+pub use view::{ExtentView, IndexProbe, IndexView, ObjectView, RegionState, RegionView};
 
 /// Counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -246,7 +246,7 @@ fn read_blocks(
 /// offline tools inspect).
 pub struct Loaded {
     pub sb: SuperblockInfo,
-    pub ix: Index,
+    pub(super) ix: Index,
     pub ckpt_seq: u64,
     pub ckpt_slot: Option<usize>,
     /// The seq replay stopped at: the first block not replayed.
@@ -506,4 +506,11 @@ pub(super) fn open(engine: Arc<dyn IoEngine>, cfg: StoreConfig) -> Result<Store>
         );
     }
     Ok(store)
+}
+
+impl Loaded {
+    /// The index recovery rebuilt, read-only.
+    pub fn index(&self) -> super::IndexView<'_> {
+        super::IndexView::new(&self.ix)
+    }
 }

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, anyhow, bail};
 use ringcache::store::Loaded;
-use ringcache::store::index::{Object, ObjectId};
+use ringcache::store::{ObjectId, ObjectView};
 use ringcache_ondisk::record::OBJECT_FLAG_DIRTY;
 use ringcache_ondisk::{BLOCK_BYTES_U64, CheckpointHeader, RegionHeader};
 use serde::Serialize;
@@ -169,19 +169,19 @@ pub struct RegionDetail {
 }
 
 fn volume_key(loaded: &Loaded, id: u32) -> Option<String> {
-    loaded.ix.volumes.get(&id).map(|k| text::key_text(k))
+    loaded.index().volume_key(id).map(text::key_text)
 }
 
-fn object_bytes(o: &Object) -> u64 {
-    o.extents.iter().map(|(_, e)| u64::from(e.len)).sum()
+fn object_bytes(o: &ObjectView<'_>) -> u64 {
+    o.extents().map(|e| u64::from(e.len)).sum()
 }
 
 /// The summary view.
 pub fn summary(dev: &Device, loaded: &Loaded) -> Summary {
     let sb = &loaded.sb;
     let g = sb.geometry;
-    let ix = &loaded.ix;
-    let in_use = ix.regions.iter().filter(|r| r.live_bytes > 0).count() as u32;
+    let ix = loaded.index();
+    let in_use = ix.regions().filter(|r| r.live_bytes() > 0).count() as u32;
     let last_checkpoint = loaded.ckpt_slot.and_then(|slot| {
         let head = dev.bytes(g.ckpt_slot_offset(slot), BLOCK_BYTES_U64)?;
         let info = CheckpointHeader::parse(head, &sb.uuid, g.ckpt_slot_bytes).ok()?;
@@ -226,11 +226,11 @@ pub fn summary(dev: &Device, loaded: &Loaded) -> Summary {
         region_count: g.region_count,
         regions_in_use: in_use,
         regions_free: g.region_count - in_use,
-        volumes: ix.volumes.len() as u64,
-        objects: ix.objects.len() as u64,
+        volumes: ix.volumes().count() as u64,
+        objects: ix.object_count() as u64,
         dirty_objects: r.dirty_objects,
-        extents: ix.objects.values().map(|o| o.extents.len() as u64).sum(),
-        bytes_cached: ix.objects.values().map(object_bytes).sum(),
+        extents: ix.objects().map(|o| o.extent_count() as u64).sum(),
+        bytes_cached: ix.objects().map(|o| object_bytes(&o)).sum(),
         last_checkpoint,
         log_blocks_replayed: r.log_blocks_replayed,
         log_records_replayed: r.log_records_replayed,
@@ -243,17 +243,16 @@ pub fn summary(dev: &Device, loaded: &Loaded) -> Summary {
 /// The volumes view.
 pub fn volumes(loaded: &Loaded) -> Vec<VolumeRow> {
     let mut per: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
-    for o in loaded.ix.objects.values() {
-        let e = per.entry(o.volume).or_default();
+    for o in loaded.index().objects() {
+        let e = per.entry(o.volume()).or_default();
         e.0 += 1;
-        e.1 += o.extents.len() as u64;
-        e.2 += object_bytes(o);
+        e.1 += o.extent_count() as u64;
+        e.2 += object_bytes(&o);
     }
     loaded
-        .ix
-        .volumes
-        .iter()
-        .map(|(&id, key)| {
+        .index()
+        .volumes()
+        .map(|(id, key)| {
             let (objects, extents, bytes_cached) = per.get(&id).copied().unwrap_or_default();
             VolumeRow {
                 id,
@@ -267,17 +266,17 @@ pub fn volumes(loaded: &Loaded) -> Vec<VolumeRow> {
         .collect()
 }
 
-fn object_row(loaded: &Loaded, id: ObjectId, o: &Object) -> ObjectRow {
+fn object_row(loaded: &Loaded, o: &ObjectView<'_>) -> ObjectRow {
     ObjectRow {
-        id,
-        volume_id: o.volume,
-        volume: volume_key(loaded, o.volume),
-        key: text::key_text(&o.key),
-        key_hex: text::hex(&o.key),
-        size: o.size,
-        data_gen: o.data_gen,
-        dirty: o.flags & OBJECT_FLAG_DIRTY != 0,
-        extents: o.extents.len() as u64,
+        id: o.id(),
+        volume_id: o.volume(),
+        volume: volume_key(loaded, o.volume()),
+        key: text::key_text(o.key()),
+        key_hex: text::hex(o.key()),
+        size: o.size(),
+        data_gen: o.data_gen(),
+        dirty: o.flags() & OBJECT_FLAG_DIRTY != 0,
+        extents: o.extent_count() as u64,
         bytes_cached: object_bytes(o),
     }
 }
@@ -285,10 +284,8 @@ fn object_row(loaded: &Loaded, id: ObjectId, o: &Object) -> ObjectRow {
 fn find_volume(loaded: &Loaded, key_arg: &str) -> Result<u32> {
     let key = text::parse_key(key_arg).map_err(|e| anyhow!("volume key {e}"))?;
     loaded
-        .ix
-        .volume_by_key
-        .get(key.as_slice())
-        .copied()
+        .index()
+        .volume_id(&key)
         .ok_or_else(|| anyhow!("no volume with key {key_arg:?} in this cache"))
 }
 
@@ -296,11 +293,10 @@ fn find_volume(loaded: &Loaded, key_arg: &str) -> Result<u32> {
 pub fn objects(loaded: &Loaded, volume: Option<&str>) -> Result<Vec<ObjectRow>> {
     let only = volume.map(|v| find_volume(loaded, v)).transpose()?;
     Ok(loaded
-        .ix
-        .objects
-        .iter()
-        .filter(|(_, o)| only.is_none_or(|v| o.volume == v))
-        .map(|(&id, o)| object_row(loaded, id, o))
+        .index()
+        .objects()
+        .filter(|o| only.is_none_or(|v| o.volume() == v))
+        .map(|o| object_row(loaded, &o))
         .collect())
 }
 
@@ -308,28 +304,25 @@ pub fn objects(loaded: &Loaded, volume: Option<&str>) -> Result<Vec<ObjectRow>> 
 pub fn object(loaded: &Loaded, volume: &str, key_arg: &str) -> Result<ObjectDetail> {
     let vid = find_volume(loaded, volume)?;
     let key = text::parse_key(key_arg).map_err(|e| anyhow!("object key {e}"))?;
-    let Some(&id) = loaded.ix.object_by_key.get(&(vid, key.into_boxed_slice())) else {
+    let ix = loaded.index();
+    let Some(o) = ix.object_by_key(vid, &key) else {
         bail!("no object with key {key_arg:?} in volume {volume:?}");
     };
-    let Some(o) = loaded.ix.objects.get(&id) else {
-        bail!("object {id} is in the key index but not in the object table (a store bug)");
-    };
     let extent_list = o
-        .extents
-        .iter()
-        .map(|(logical_offset, e)| ExtentRow {
-            logical_offset,
+        .extents()
+        .map(|e| ExtentRow {
+            logical_offset: e.offset,
             length: e.len,
             region: e.region,
             region_offset: e.region_off,
-            device_offset: loaded.ix.device_offset(e.region, e.region_off),
+            device_offset: ix.device_offset(e.region, e.region_off),
         })
         .collect();
     Ok(ObjectDetail {
-        row: object_row(loaded, id, o),
-        flags: o.flags,
-        aux_hex: text::hex(&o.aux),
-        aux_len: o.aux.len(),
+        row: object_row(loaded, &o),
+        flags: o.flags(),
+        aux_hex: text::hex(o.aux()),
+        aux_len: o.aux().len(),
         extent_list,
     })
 }
@@ -358,12 +351,16 @@ pub fn header_state(dev: &Device, loaded: &Loaded, index: u32) -> HeaderState {
 }
 
 fn region_row(dev: &Device, loaded: &Loaded, index: u32, extents: u64, objects: u64) -> RegionRow {
-    let r = &loaded.ix.regions[index as usize];
+    let (seq, live_bytes) = loaded
+        .index()
+        .region(index)
+        .map(|r| (r.seq(), r.live_bytes()))
+        .unwrap_or_default();
     RegionRow {
         index,
-        seq: r.seq,
-        state: if r.live_bytes > 0 { "in-use" } else { "free" },
-        live_bytes: r.live_bytes,
+        seq,
+        state: if live_bytes > 0 { "in-use" } else { "free" },
+        live_bytes,
         extents,
         objects,
         header: header_state(dev, loaded, index),
@@ -373,11 +370,11 @@ fn region_row(dev: &Device, loaded: &Loaded, index: u32, extents: u64, objects: 
 /// Every live extent, by region: (region_offset, length, object, logical offset).
 fn extents_by_region(loaded: &Loaded) -> BTreeMap<u32, Vec<(u32, u32, ObjectId, u64)>> {
     let mut by: BTreeMap<u32, Vec<(u32, u32, ObjectId, u64)>> = BTreeMap::new();
-    for (&id, o) in &loaded.ix.objects {
-        for (logical, e) in o.extents.iter() {
+    for o in loaded.index().objects() {
+        for e in o.extents() {
             by.entry(e.region)
                 .or_default()
-                .push((e.region_off, e.len, id, logical));
+                .push((e.region_off, e.len, o.id(), e.offset));
         }
     }
     for v in by.values_mut() {
@@ -434,13 +431,13 @@ pub fn region(dev: &Device, loaded: &Loaded, index: u32) -> Result<RegionDetail>
     let extent_list = v
         .iter()
         .map(|&(region_offset, length, object_id, logical_offset)| {
-            let o = loaded.ix.objects.get(&object_id);
+            let o = loaded.index().object(object_id);
             RegionExtent {
                 region_offset,
                 length,
                 object_id,
-                volume: o.and_then(|o| volume_key(loaded, o.volume)),
-                key: o.map(|o| text::key_text(&o.key)).unwrap_or_default(),
+                volume: o.and_then(|o| volume_key(loaded, o.volume())),
+                key: o.map(|o| text::key_text(o.key())).unwrap_or_default(),
                 logical_offset,
             }
         })
