@@ -3,6 +3,7 @@
 //! - [`io`]: one I/O trait and its engines (io_uring, psync, sim).
 //! - [`store`]: the crash-safe, checksummed, log-structured object store.
 //! - [`cookie`]: the fscache cookie layer over the store.
+//! - [`callback`]: AFS-style callback promises and breaks over the cookie layer.
 //! - [`daemon`]: `ringcached`, the cache as a service on a Unix socket.
 //! - [`proto`] and [`client`]: the socket protocol and its client library.
 //! - [`bench`]: `ringcache bench`, fio job files run against the store.
@@ -13,6 +14,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bench;
+pub mod callback;
 pub mod client;
 pub mod cookie;
 pub mod daemon;
