@@ -19,8 +19,17 @@
 //! turns every short or inconsistent payload into [`ProtoError`], never a
 //! panic.
 
-/// Protocol version spoken by this build.
-pub const VERSION: u32 = 1;
+/// Protocol version spoken by this build: 2 adds the callback layer
+/// (servers, promises, breaks, zap events, the Revalidate status) and
+/// Flush. A client greeting with version 1 is served as before (see
+/// `docs/PROTOCOL.md`).
+pub const VERSION: u32 = 2;
+/// Oldest protocol version still served.
+pub const MIN_VERSION: u32 = 1;
+/// Bytes of a fetch token on the wire (`BeginFetch`'s reply): opaque to
+/// clients, handed back with `InstallPromise`, `Revalidate` and
+/// `WriteFetched`.
+pub const TOKEN_BYTES: usize = 48;
 /// Magic at the start of the HELLO payload.
 pub const MAGIC: [u8; 8] = *b"RCPROTO\0";
 /// Bytes of the header after the length field.
@@ -54,6 +63,17 @@ pub enum Op {
     QueryOccupancy = 13,
     Stats = 14,
     Ping = 15,
+    // Version 2: the callback layer.
+    DeclareServer = 16,
+    BeginFetch = 17,
+    InstallPromise = 18,
+    Validate = 19,
+    Revalidate = 20,
+    BreakFiles = 21,
+    BreakVolume = 22,
+    BreakServer = 23,
+    Flush = 24,
+    WriteFetched = 25,
 }
 
 impl Op {
@@ -76,6 +96,16 @@ impl Op {
             13 => QueryOccupancy,
             14 => Stats,
             15 => Ping,
+            16 => DeclareServer,
+            17 => BeginFetch,
+            18 => InstallPromise,
+            19 => Validate,
+            20 => Revalidate,
+            21 => BreakFiles,
+            22 => BreakVolume,
+            23 => BreakServer,
+            24 => Flush,
+            25 => WriteFetched,
             _ => return None,
         })
     }
@@ -112,6 +142,12 @@ pub enum Status {
     /// The daemon is shutting down.
     ShuttingDown = 14,
     Internal = 15,
+    /// Version 2: the object has no valid callback promise: ask the file
+    /// server and `Revalidate` first. Nothing cached was returned.
+    Revalidate = 16,
+    /// Version 2: the fetch token was broken (a break arrived after it was
+    /// taken): what the server said may be out of date; fetch again.
+    Broken = 17,
 }
 
 impl Status {
@@ -134,6 +170,8 @@ impl Status {
             12 => Failed,
             13 => Version,
             14 => ShuttingDown,
+            16 => Revalidate,
+            17 => Broken,
             _ => Internal,
         }
     }
@@ -279,6 +317,17 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// Event kind: a zap (`EVENT | EVENT_ZAP`, id 0). Payload: handle u32,
+/// reason u8, 3 reserved bytes. Drop what is cached of the file above the
+/// cache (page cache, mappings) and revalidate before the next use.
+pub const EVENT_ZAP: u16 = 1;
+/// Zap reasons.
+pub const ZAP_FILE: u8 = 1;
+pub const ZAP_VOLUME: u8 = 2;
+pub const ZAP_SERVER: u8 = 3;
+/// Another client found a new data version and invalidated the data.
+pub const ZAP_INVALIDATED: u8 = 4;
 
 /// Kind of a segment in a READ reply.
 pub const SEG_HOLE: u8 = 0;

@@ -258,6 +258,78 @@ impl Coherent {
         Ok(op.write(offset, data)?)
     }
 
+    /// A record for a cookie acquired elsewhere (the daemon acquires its
+    /// cookies itself, with the client's coherency data): its cached data
+    /// is of `data_version`.
+    pub fn track(&self, volume_key: &[u8], key: &[u8], data_version: Option<u64>) -> ObjectRef {
+        self.lock().create(volume_key, key, data_version)
+    }
+
+    /// Forget a record made by [`Coherent::track`].
+    pub fn untrack(&self, obj: ObjectRef) {
+        self.lock().forget(obj);
+    }
+
+    /// Whether promises decide what may be read of `obj` (its volume was
+    /// declared for a server), and if so whether its data may be served.
+    /// `None`: no server, the cookie layer alone decides.
+    pub fn gate(&self, obj: ObjectRef, now: Instant) -> Option<Validity> {
+        let reg = self.lock();
+        reg.has_server(obj).then(|| reg.validate(obj, now))
+    }
+
+    /// Install a promise for the data already cached (same version);
+    /// [`CallbackError::OtherVersion`] for another version (use
+    /// [`Coherent::revalidate`]), [`CallbackError::Broken`] if a break came
+    /// after the token.
+    pub fn install(
+        &self,
+        cookie: &Arc<Cookie>,
+        obj: ObjectRef,
+        token: FetchToken,
+        promise: Promise,
+    ) -> Result<(), CallbackError> {
+        let mut reg = self.lock();
+        Self::check_cookie(&reg, cookie, obj)?;
+        reg.install(obj, token, promise)
+    }
+
+    /// The cached data is now of `data_version` (a client invalidated the
+    /// cookie itself, e.g. after its own write): the data is discarded,
+    /// the record takes the version and holds no promise, so the next read
+    /// revalidates. The other holders get `Invalidated` zaps.
+    pub fn invalidate(
+        &self,
+        cookie: &Arc<Cookie>,
+        obj: ObjectRef,
+        data_version: u64,
+        size: u64,
+        by: Option<u64>,
+        now: Instant,
+    ) -> Result<Vec<Zap>, CallbackError> {
+        loop {
+            let token = self.begin_fetch(obj);
+            // A promise that has already expired: the version is recorded
+            // and the data discarded, but nothing is vouched for.
+            let promise = Promise {
+                expires_at: now,
+                data_version,
+            };
+            match self.revalidate(cookie, obj, token, promise, size, by) {
+                Ok(Revalidated::Kept) => {
+                    // Same version: the client still wants the data gone.
+                    self.cache
+                        .invalidate(cookie, &version_aux(Some(data_version)), size)?;
+                    return Ok(Vec::new());
+                }
+                Ok(Revalidated::Changed { zaps, .. }) => return Ok(zaps),
+                // A break in between: take a new token and go again.
+                Err(CallbackError::Broken) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     // ------------------------------------------------------------ the registry
 
     /// [`Callbacks::validate`].
@@ -273,6 +345,16 @@ impl Coherent {
     /// [`Callbacks::data_version`].
     pub fn data_version(&self, obj: ObjectRef) -> Option<u64> {
         self.lock().data_version(obj)
+    }
+
+    /// [`Callbacks::volume_server`].
+    pub fn volume_server(&self, volume_key: &[u8]) -> Option<ServerId> {
+        self.lock().volume_server(volume_key)
+    }
+
+    /// [`Callbacks::lookup`].
+    pub fn lookup(&self, volume_key: &[u8], object_key: &[u8]) -> Option<ObjectRef> {
+        self.lock().lookup(volume_key, object_key)
     }
 
     /// [`Callbacks::declare_server`].

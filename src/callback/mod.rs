@@ -142,6 +142,51 @@ impl FetchToken {
     pub fn object(&self) -> ObjectRef {
         self.obj
     }
+
+    /// The token on the wire: six little-endian u64s (record index and
+    /// generation, the three stamps, the registry stamp when taken).
+    pub fn to_bytes(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        let fields = [
+            self.obj.index as u64,
+            self.obj.generation,
+            self.seen.object,
+            self.seen.volume,
+            self.seen.server,
+            self.taken,
+        ];
+        for (chunk, v) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// A token from the wire; `None` unless exactly 48 bytes. A token a
+    /// client made up names no live record or carries stamps that do not
+    /// match: it is simply broken, never a way to another record.
+    pub fn from_bytes(b: &[u8]) -> Option<FetchToken> {
+        if b.len() != 48 {
+            return None;
+        }
+        let mut f = [0u64; 6];
+        for (v, chunk) in f.iter_mut().zip(b.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(chunk);
+            *v = u64::from_le_bytes(a);
+        }
+        Some(FetchToken {
+            obj: ObjectRef {
+                index: usize::try_from(f[0]).ok()?,
+                generation: f[1],
+            },
+            seen: Stamps {
+                object: f[2],
+                volume: f[3],
+                server: f[4],
+            },
+            taken: f[5],
+        })
+    }
 }
 
 /// Why a holder is told to drop what it has of an object.

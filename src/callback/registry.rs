@@ -258,6 +258,24 @@ impl Callbacks {
         zaps
     }
 
+    /// The server `volume_key` was declared for, if any.
+    pub fn volume_server(&self, volume_key: &[u8]) -> Option<ServerId> {
+        let vi = *self.volume_ix.get(volume_key)?;
+        let si = self.volumes.get(vi)?.server?;
+        self.server_ix
+            .iter()
+            .find(|&(_, &i)| i == si)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Whether the object's volume was declared for a server: only then
+    /// do promises decide what may be read.
+    pub fn has_server(&self, obj: ObjectRef) -> bool {
+        self.rec(obj)
+            .and_then(|r| self.volumes.get(r.volume))
+            .is_some_and(|v| v.server.is_some())
+    }
+
     /// The epoch recorded for `server`.
     pub fn server_epoch(&self, server: &ServerId) -> Option<u64> {
         let si = *self.server_ix.get(server)?;

@@ -15,6 +15,7 @@
 //! socket_mode 0660
 //! engine auto                     # auto, uring or psync
 //! lru_timeout 10                  # seconds an unused cookie stays bound
+//! callback_margin 10              # seconds before expiry a promise stops counting
 //! allow afs.example uid=1000,1001 gid=100
 //! allow * uid=0
 //! ```
@@ -51,6 +52,9 @@ pub struct Config {
     pub socket_mode: u32,
     pub engine: EngineKind,
     pub lru_timeout: Duration,
+    /// A callback promise that expires within this margin is treated as
+    /// expired (the callback layer's `margin`).
+    pub callback_margin: Duration,
     pub access: Vec<AccessRule>,
 }
 
@@ -71,6 +75,7 @@ impl Config {
             socket_mode: 0o600,
             engine: EngineKind::Auto,
             lru_timeout: Duration::from_secs(10),
+            callback_margin: Duration::from_secs(10),
             access: Vec::new(),
         }
     }
@@ -151,6 +156,13 @@ impl Config {
                         .ok_or_else(|| err(format!("{value:?} is not an octal mode like 0660")))?;
                 }
                 "engine" => c.engine = value.parse().map_err(err)?,
+                "callback_margin" => {
+                    let s: u64 = value
+                        .trim_end_matches('s')
+                        .parse()
+                        .map_err(|_| err(format!("{value:?} is not a number of seconds")))?;
+                    c.callback_margin = Duration::from_secs(s);
+                }
                 "lru_timeout" => {
                     let s: u64 = value
                         .trim_end_matches('s')

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use super::MAX_INFLIGHT;
 use super::frames::{FrameEnd, FrameReader, ReplyWriter, reply_frame};
 use super::reads::ConnReads;
-use super::server::Daemon;
+use super::server::{Daemon, lock};
+use crate::callback::ObjectRef;
 use crate::cookie::Cookie;
 use crate::proto::{self, Op, Reader, Status, Writer};
 
@@ -18,10 +19,17 @@ pub(super) struct CookieEntry {
     pub(super) cookie: Arc<Cookie>,
     pub(super) volume: u32,
     pub(super) uses: u32,
+    /// The callback layer's record, for a cookie of a volume declared for
+    /// a file server (shared with other connections, see `SharedCookie`).
+    pub(super) obj: Option<ObjectRef>,
 }
 
 #[derive(Default)]
 pub(super) struct Conn {
+    /// The connection's id: its holder id in the callback layer.
+    pub(super) id: u64,
+    /// The protocol version it greeted with.
+    pub(super) version: u32,
     pub(super) next_handle: u32,
     /// Volume handles -> volume keys.
     pub(super) volumes: HashMap<u32, Vec<u8>>,
@@ -65,12 +73,23 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
         }
     };
     d.connections.fetch_add(1, Ordering::Relaxed);
-    let conn = Mutex::new(Conn::default());
+    let conn_id = d.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let conn = Mutex::new(Conn {
+        id: conn_id,
+        ..Conn::default()
+    });
     let reads = ConnReads::new();
     let mut frames = FrameReader::new(stream);
     std::thread::scope(|scope| {
         let mut completer = None;
         let mut greeted = false;
+        let spawn_completer = || {
+            let (reads, writer) = (&reads, &writer);
+            std::thread::Builder::new()
+                .name("ringcached-reads".into())
+                .stack_size(CONN_STACK)
+                .spawn_scoped(scope, move || d.complete_reads(reads, writer))
+        };
         loop {
             let (h, payload) = match frames.next() {
                 Ok(f) => f,
@@ -82,11 +101,24 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
             };
             d.requests.fetch_add(1, Ordering::Relaxed);
             if !greeted {
-                if !greet(&writer, &h, &payload) {
+                let Some(version) = greet(&writer, &h, &payload) else {
                     d.bad_frames.fetch_add(1, Ordering::Relaxed);
                     break;
-                }
+                };
                 greeted = true;
+                lock(&conn).version = version;
+                if version >= 2 {
+                    // Zap events are written by the completion thread, so
+                    // a version-2 connection has one from the start.
+                    match spawn_completer() {
+                        Ok(t) => completer = Some(t),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot start a completion thread");
+                            break;
+                        }
+                    }
+                    d.outboxes.register(conn_id, reads.outbox.clone());
+                }
                 continue;
             }
             if h.id == 0 {
@@ -100,12 +132,7 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
             };
             if op == Op::Read {
                 if completer.is_none() {
-                    let (reads, writer) = (&reads, &writer);
-                    let spawned = std::thread::Builder::new()
-                        .name("ringcached-reads".into())
-                        .stack_size(CONN_STACK)
-                        .spawn_scoped(scope, move || d.complete_reads(reads, writer));
-                    match spawned {
+                    match spawn_completer() {
                         Ok(t) => completer = Some(t),
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot start a completion thread");
@@ -122,6 +149,7 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
         }
         // Reads in flight finish (releasing their accesses) before the
         // client's cookies and volumes are given back.
+        d.outboxes.unregister(conn_id);
         reads.close();
         if let Some(t) = completer
             && t.join().is_err()
@@ -133,32 +161,34 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
     d.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Answer the first frame, which must be a HELLO of our version. Returns
-/// whether the connection goes on.
-pub(super) fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> bool {
+/// Answer the first frame, which must be a HELLO of a version served
+/// (1 or 2; the reply names the one spoken). Returns it, or `None` when
+/// the connection ends.
+pub(super) fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> Option<u32> {
     if h.op != Op::Hello as u16 {
         writer.send(&reply_frame(h.op, h.id, Status::BadRequest, &[]));
-        return false;
+        return None;
     }
     let mut r = Reader::new(payload);
-    match (r.bytes(8).ok(), r.u32().ok()) {
+    let version = match (r.bytes(8).ok(), r.u32().ok()) {
         (Some(m), Some(v)) if m == proto::MAGIC => {
-            if v != proto::VERSION {
+            if !(proto::MIN_VERSION..=proto::VERSION).contains(&v) {
                 let body = Writer::new().u32(proto::VERSION).finish();
                 writer.send(&reply_frame(h.op, h.id, Status::Version, &body));
-                return false;
+                return None;
             }
+            v
         }
-        _ => return false,
-    }
+        _ => return None,
+    };
     let body = Writer::new()
-        .u32(proto::VERSION)
+        .u32(version)
         .u32(proto::MAX_FRAME as u32)
         .u32(MAX_INFLIGHT as u32)
         .u32(proto::MAX_DATA as u32)
         .finish();
     writer.send(&reply_frame(h.op, h.id, Status::Ok, &body));
-    !writer.broken.load(Ordering::Relaxed)
+    (!writer.broken.load(Ordering::Relaxed)).then_some(version)
 }
 
 /// Stack of connection threads: they parse frames and call into the

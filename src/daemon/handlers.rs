@@ -4,11 +4,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::callback_ops::{callback_status, data_version_of};
 use super::connection::{Conn, CookieEntry, Peer};
 use super::server::{Daemon, lock};
+use crate::callback::{ObjectRef, Validity};
 use crate::cookie::{CacheError, Cookie, WriteOutcome};
 use crate::proto::{Op, ProtoError, Reader, Status, Writer};
 use crate::store::StoreError;
+use std::time::Instant;
 
 /// A reply: status and body.
 pub(super) struct Reply {
@@ -58,17 +61,17 @@ pub(super) fn from_store_error(e: &StoreError) -> Status {
 
 /// What a handler returns: its reply either way (an error is a reply with
 /// a status and no body).
-type Handled = Result<Reply, Reply>;
+pub(super) type Handled = Result<Reply, Reply>;
 
-fn status(s: Status) -> Reply {
+pub(super) fn status(s: Status) -> Reply {
     Reply::status(s)
 }
 
-fn cache_status(e: CacheError) -> Reply {
+pub(super) fn cache_status(e: CacheError) -> Reply {
     Reply::status(from_cache_error(&e))
 }
 
-fn done() -> Handled {
+pub(super) fn done() -> Handled {
     Ok(Reply::ok(Writer::new()))
 }
 
@@ -83,6 +86,16 @@ impl Conn {
         let mut c = lock(conn);
         let e = c.cookies.get_mut(&h).ok_or(status(Status::BadHandle))?;
         f(e)
+    }
+
+    /// The cookie behind the handle at the start of `r`, and its callback
+    /// record if its volume was declared for a file server.
+    pub(super) fn cookie_entry_of(
+        conn: &Mutex<Conn>,
+        r: &mut Reader<'_>,
+    ) -> Result<(Arc<Cookie>, Option<ObjectRef>), Reply> {
+        let h = r.u32().map_err(bad)?;
+        Self::with_cookie(conn, h, |e| Ok((e.cookie.clone(), e.obj)))
     }
 
     /// The cookie behind the handle at the start of `r`.
@@ -113,6 +126,16 @@ impl Daemon {
             Op::Invalidate => self.op_invalidate(conn, r),
             Op::Resize => self.op_resize(conn, r),
             Op::QueryOccupancy => self.op_query_occupancy(conn, r),
+            Op::DeclareServer => self.op_declare_server(conn, r),
+            Op::BeginFetch => self.op_begin_fetch(conn, r),
+            Op::InstallPromise => self.op_install_promise(conn, r),
+            Op::Validate => self.op_validate(conn, r),
+            Op::Revalidate => self.op_revalidate(conn, r),
+            Op::BreakFiles => self.op_break_files(conn, r),
+            Op::BreakVolume => self.op_break_volume(conn, r),
+            Op::BreakServer => self.op_break_server(conn, r),
+            Op::Flush => self.op_flush(r),
+            Op::WriteFetched => self.op_write_fetched(conn, r),
         };
         res.unwrap_or_else(|e| e)
     }
@@ -191,6 +214,9 @@ impl Daemon {
             .get(&vkey)
             .map(|(v, _)| v.clone())
             .ok_or(status(Status::BadHandle))?;
+        if self.coherent.volume_server(&vkey).is_some() {
+            return self.acquire_shared_cookie(conn, vh, &vol, key, aux, size);
+        }
         let cookie = self
             .cache
             .acquire_cookie(&vol, key, aux, size)
@@ -203,6 +229,7 @@ impl Daemon {
                 cookie,
                 volume: vh,
                 uses: 0,
+                obj: None,
             },
         );
         Ok(Reply::ok(Writer::new().u32(h)))
@@ -212,14 +239,12 @@ impl Daemon {
         let h = r.u32().map_err(bad)?;
         let retire = r.u8().map_err(bad)? != 0;
         r.end().map_err(bad)?;
-        let e = lock(conn)
-            .cookies
-            .remove(&h)
-            .ok_or(status(Status::BadHandle))?;
-        for _ in 0..e.uses {
-            self.cache.unuse_cookie(&e.cookie, None, None);
-        }
-        self.cache.relinquish_cookie(&e.cookie, retire);
+        let (conn_id, e) = {
+            let mut c = lock(conn);
+            let e = c.cookies.remove(&h).ok_or(status(Status::BadHandle))?;
+            (c.id, e)
+        };
+        self.release_cookie(conn_id, e, retire);
         done()
     }
 
@@ -261,7 +286,7 @@ impl Daemon {
     }
 
     fn op_write(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
-        let cookie = Conn::cookie_of(conn, r)?;
+        let (cookie, obj) = Conn::cookie_entry_of(conn, r)?;
         let len = r.u32().map_err(bad)? as usize;
         let offset = r.u64().map_err(bad)?;
         let data = r.bytes(len).map_err(bad)?;
@@ -270,6 +295,13 @@ impl Daemon {
             return Err(status(Status::Range));
         }
         let opn = self.cache.begin_operation(&cookie, true);
+        // In a callback volume, data is cached only under a valid promise
+        // (or through WriteFetched, with the token of its fetch).
+        if let Some(obj) = obj
+            && let Some(Validity::Revalidate) = self.coherent.gate(obj, Instant::now())
+        {
+            return Err(status(Status::Revalidate));
+        }
         match opn.write(offset, data) {
             Ok(WriteOutcome::Written) => done(),
             Ok(WriteOutcome::Dropped) => Err(status(Status::Dropped)),
@@ -286,12 +318,25 @@ impl Daemon {
     }
 
     fn op_invalidate(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
-        let cookie = Conn::cookie_of(conn, r)?;
+        let (cookie, obj) = Conn::cookie_entry_of(conn, r)?;
         let aux_len = r.u16().map_err(bad)? as usize;
         let _pad = r.u16().map_err(bad)?;
         let size = r.u64().map_err(bad)?;
         let aux = r.bytes(aux_len).map_err(bad)?;
         r.end().map_err(bad)?;
+        if let Some(obj) = obj {
+            // A callback volume: the coherency data is the data version,
+            // and the change goes through the callback layer so that no
+            // reader sees the old data under the new version.
+            let version = data_version_of(aux)?.ok_or(status(Status::Invalid))?;
+            let conn_id = lock(conn).id;
+            let zaps = self
+                .coherent
+                .invalidate(&cookie, obj, version, size, Some(conn_id), Instant::now())
+                .map_err(callback_status)?;
+            self.outboxes.deliver(&zaps);
+            return done();
+        }
         self.cache
             .invalidate(&cookie, aux, size)
             .map_err(cache_status)?;

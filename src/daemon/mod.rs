@@ -18,8 +18,10 @@
 //! another's volumes or cookies. When a client goes away, its accesses are
 //! released, its uses ended and its cookies relinquished.
 
+mod callback_ops;
 pub mod config;
 mod connection;
+mod events;
 mod frames;
 mod handlers;
 mod lifecycle;

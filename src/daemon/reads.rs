@@ -5,13 +5,16 @@
 //! (back-pressure).
 
 use std::io::IoSlice;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use super::MAX_INFLIGHT;
 use super::connection::Conn;
+use super::events::{EVENT_TAG, Outbox};
 use super::frames::{ReplyWriter, reply_frame};
 use super::handlers::{Reply, bad, from_cache_error};
 use super::server::{Daemon, lock};
+use crate::callback::Validity;
 use crate::cookie::{CacheError, Operation, ReadOutcome};
 use crate::io::{Completion, CompletionQueue, IoBuf};
 use crate::proto::{self, Op, REPLY, Reader, SEG_DATA, SEG_HOLE, Status, Writer};
@@ -40,6 +43,8 @@ pub(super) struct ConnReads<'d> {
     pub(super) table: Mutex<ReadTable<'d>>,
     /// Signalled when reads finish (the reader waits for room).
     pub(super) room: Condvar,
+    /// Zap events for this connection, written by its completion thread.
+    pub(super) outbox: Arc<Outbox>,
 }
 
 /// Tag of the completion that wakes a completion thread to look at
@@ -48,8 +53,10 @@ pub(super) const WAKE_TAG: u64 = u64::MAX;
 
 impl<'d> ConnReads<'d> {
     pub(super) fn new() -> Self {
+        let cq = CompletionQueue::new();
         ConnReads {
-            cq: CompletionQueue::new(),
+            outbox: Arc::new(Outbox::new(cq.clone())),
+            cq,
             table: Mutex::new(ReadTable::default()),
             room: Condvar::new(),
         }
@@ -77,10 +84,11 @@ impl Daemon {
         out: &ReplyWriter,
     ) {
         let op_code = Op::Read as u16;
+        let version = lock(conn).version;
         let answer = |st: Status| out.send(&reply_frame(op_code, id, st, &[]));
         let mut r = Reader::new(payload);
         let parsed = (|| {
-            let cookie = Conn::cookie_of(conn, &mut r)?;
+            let cookie = Conn::cookie_entry_of(conn, &mut r)?;
             let len = r.u32().map_err(bad)? as u64;
             let offset = r.u64().map_err(bad)?;
             r.end().map_err(bad)?;
@@ -89,11 +97,26 @@ impl Daemon {
             }
             Ok((cookie, offset, len))
         })();
-        let (cookie, offset, len) = match parsed {
+        let ((cookie, obj), offset, len) = match parsed {
             Ok(p) => p,
             Err(reply) => return answer(reply.status),
         };
+        // The operation first, then the promise (see `callback::coherent`):
+        // an invalidation for a new version either finished before the
+        // operation began (and validation sees its new version), or makes
+        // the read Stale.
         let op = self.cache.begin_operation(&cookie, false);
+        if let Some(obj) = obj
+            && let Some(Validity::Revalidate) = self.coherent.gate(obj, Instant::now())
+        {
+            // No valid promise: nothing cached may be returned. A version-1
+            // client does not know Revalidate: to it this is a miss.
+            return answer(if version >= 2 {
+                Status::Revalidate
+            } else {
+                Status::NoData
+            });
+        }
         let Some((object, data_gen)) = op.read_target() else {
             return answer(Status::NoData);
         };
@@ -131,6 +154,7 @@ impl Daemon {
         let mut landed: Vec<ConnRead<'d>> = Vec::new();
         let mut results = Vec::new();
         let mut heads: Vec<Vec<u8>> = Vec::new();
+        let mut events = false;
         loop {
             {
                 let t = lock(&reads.table);
@@ -145,12 +169,21 @@ impl Daemon {
                     if c.tag == WAKE_TAG {
                         continue;
                     }
+                    if c.tag == EVENT_TAG {
+                        events = true;
+                        continue;
+                    }
                     let key = read_key_of(c.tag) as usize;
                     if let Some(r) = t.reads.get_mut(key)
                         && r.read.absorb(c)
                     {
                         landed.push(t.reads.remove(key));
                     }
+                }
+            }
+            if std::mem::take(&mut events) {
+                for f in reads.outbox.take_frames() {
+                    out.send(&f);
                 }
             }
             if landed.is_empty() {

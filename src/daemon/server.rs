@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::Context;
 
 use super::Config;
-use super::connection::Conn;
-use crate::cookie::{Fscache, FscacheConfig, Volume};
+use super::connection::{Conn, CookieEntry};
+use super::events::Outboxes;
+use crate::callback::{CallbackConfig, Coherent, ObjectRef};
+use crate::cookie::{Cookie, Fscache, FscacheConfig, Volume};
 use crate::io::{self, OpenOptions};
 use crate::store::{FormatOptions, Store, StoreConfig, format};
 
@@ -25,10 +27,32 @@ pub struct Daemon {
     pub(super) connections: AtomicU64,
     pub(super) requests: AtomicU64,
     pub(super) bad_frames: AtomicU64,
+    /// The callback layer: promises and breaks over `cache`.
+    pub(super) coherent: Coherent,
+    /// Where zap events go, by connection id.
+    pub(super) outboxes: Outboxes,
+    /// Cookies of volumes declared for a file server, shared by the
+    /// connections that acquire them: (volume key, key) -> the cookie.
+    pub(super) shared_cookies: Mutex<HashMap<SharedKey, SharedCookie>>,
+    /// Connection ids (the callback layer's holder ids); never reused.
+    pub(super) next_conn_id: AtomicU64,
 }
 
 /// A volume shared by connections: the volume and how many hold it.
 pub(super) type SharedVolume = (Arc<Volume>, u32);
+
+/// (volume key, object key) of a shared cookie.
+pub(super) type SharedKey = (Vec<u8>, Vec<u8>);
+
+/// A cookie of a callback volume, shared by every connection that acquires
+/// its key: several clients of one host cache one export together, and a
+/// break zaps all of them.
+pub(super) struct SharedCookie {
+    pub(super) cookie: Arc<Cookie>,
+    pub(super) obj: ObjectRef,
+    /// Connections' handles on it.
+    pub(super) refs: u32,
+}
 
 impl Daemon {
     /// Open (creating and formatting on first use) the cache of `cfg`.
@@ -77,6 +101,12 @@ impl Daemon {
                 lru_timeout: cfg.lru_timeout,
             },
         ));
+        let coherent = Coherent::new(
+            cache.clone(),
+            CallbackConfig {
+                margin: cfg.callback_margin,
+            },
+        );
         Ok(Arc::new(Daemon {
             cfg,
             store,
@@ -86,6 +116,10 @@ impl Daemon {
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
+            coherent,
+            outboxes: Outboxes::default(),
+            shared_cookies: Mutex::new(HashMap::new()),
+            next_conn_id: AtomicU64::new(1),
         }))
     }
 
@@ -161,14 +195,46 @@ impl Daemon {
         }
     }
 
+    /// Give back a connection's handle on a cookie: end its uses, drop its
+    /// hold, and relinquish the cookie when no connection has it any more
+    /// (`retire` is honoured by the last one only).
+    pub(super) fn release_cookie(&self, conn_id: u64, e: CookieEntry, retire: bool) {
+        for _ in 0..e.uses {
+            self.cache.unuse_cookie(&e.cookie, None, None);
+        }
+        let Some(obj) = e.obj else {
+            self.cache.relinquish_cookie(&e.cookie, retire);
+            return;
+        };
+        self.coherent.unhold(obj, conn_id);
+        let last = {
+            let mut shared = lock(&self.shared_cookies);
+            let key = (e.cookie.volume().key().to_vec(), e.cookie.key().to_vec());
+            match shared.get_mut(&key) {
+                Some(s) if s.obj == obj => {
+                    s.refs -= 1;
+                    let last = s.refs == 0;
+                    if last {
+                        shared.remove(&key);
+                    }
+                    last
+                }
+                _ => true,
+            }
+        };
+        if last {
+            self.coherent.untrack(obj);
+            self.cache.relinquish_cookie(&e.cookie, retire);
+        }
+    }
+
     /// Release everything a connection held.
     pub(super) fn cleanup(&self, conn: &Mutex<Conn>) {
         let conn = std::mem::take(&mut *conn.lock().unwrap_or_else(|e| e.into_inner()));
+        self.outboxes.unregister(conn.id);
+        self.coherent.drop_holder(conn.id);
         for (_, e) in conn.cookies {
-            for _ in 0..e.uses {
-                self.cache.unuse_cookie(&e.cookie, None, None);
-            }
-            self.cache.relinquish_cookie(&e.cookie, false);
+            self.release_cookie(conn.id, e, false);
         }
         for (_, key) in conn.volumes {
             self.release_volume(&key, false);

@@ -68,10 +68,7 @@ impl<'a> IndexView<'a> {
 
     /// Objects in id order.
     pub fn objects(&self) -> impl Iterator<Item = ObjectView<'a>> + 'a {
-        self.ix
-            .objects
-            .iter()
-            .map(|(&id, o)| ObjectView { id, o })
+        self.ix.objects.iter().map(|(&id, o)| ObjectView { id, o })
     }
 
     /// Object `id`.
@@ -99,10 +96,7 @@ impl<'a> IndexView<'a> {
             .regions
             .iter()
             .enumerate()
-            .map(|(i, r)| RegionView {
-                index: i as u32,
-                r,
-            })
+            .map(|(i, r)| RegionView { index: i as u32, r })
     }
 
     /// Region `index`.
