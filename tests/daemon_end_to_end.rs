@@ -27,7 +27,7 @@ fn cookie_api_over_the_socket_and_clean_restart() {
     let config = write_config(dir.path(), "");
     let mut d = DaemonProc::start(dir.path(), &config);
     let mut c = d.client();
-    assert_eq!(c.server_info().version, 1);
+    assert_eq!(c.server_info().version, ringcache::proto::VERSION);
     let v = c.acquire_volume(b"afs.example", b"cell-1").unwrap();
     let k = c
         .acquire_cookie(v, b"fid:1:2:3", b"dv=7", 3 * 4096)

@@ -260,7 +260,7 @@ fn run_clone(
                             .sum::<u64>()
                             == bs
                 }
-                ReadReply::NoData | ReadReply::Stale => false,
+                ReadReply::NoData | ReadReply::Stale | ReadReply::Revalidate => false,
             };
             if !hit {
                 st.misses += u64::from(measured);

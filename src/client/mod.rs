@@ -51,6 +51,9 @@ pub enum ReadReply {
     Data(Vec<ReadSegment>),
     NoData,
     Stale,
+    /// Version 2: no valid callback promise; revalidate with the server
+    /// first.
+    Revalidate,
 }
 
 /// A frame from the daemon.
@@ -113,6 +116,12 @@ fn ok_body((status, body): (Status, Vec<u8>)) -> Result<Vec<u8>> {
 impl Client {
     /// Connect to the daemon at `socket` and greet it.
     pub fn connect(socket: &Path) -> Result<Client> {
+        Self::connect_version(socket, proto::VERSION)
+    }
+
+    /// Connect and greet with protocol `version` (1 speaks the protocol as
+    /// it was before the callback layer; for compatibility tests).
+    pub fn connect_version(socket: &Path, version: u32) -> Result<Client> {
         let stream = UnixStream::connect(socket)?;
         let reader = std::io::BufReader::with_capacity(256 << 10, stream.try_clone()?);
         let mut c = Client {
@@ -129,7 +138,10 @@ impl Client {
                 max_data: 0,
             },
         };
-        let reply = c.call(Op::Hello, &request::hello(b"ringcache-client"))?;
+        let reply = c.call(
+            Op::Hello,
+            &request::hello_version(b"ringcache-client", version),
+        )?;
         c.info = reply::hello(&reply)?;
         Ok(c)
     }
@@ -172,7 +184,7 @@ impl Client {
         Ok(())
     }
 
-    fn read_frame(&mut self) -> Result<Frame> {
+    pub(super) fn read_frame(&mut self) -> Result<Frame> {
         if self.reader.buffer().is_empty() {
             // About to wait for the daemon: it must have our requests.
             self.flush()?;
@@ -341,6 +353,9 @@ impl Client {
     }
 }
 
+mod callback;
+pub use callback::{Revalidation, ZapEvent};
+
 /// Request payloads, shared by the blocking and the async client.
 pub mod request {
     use super::{CookieHandle, VolumeHandle};
@@ -348,9 +363,13 @@ pub mod request {
 
     /// HELLO.
     pub fn hello(name: &[u8]) -> Vec<u8> {
+        hello_version(name, proto::VERSION)
+    }
+    /// HELLO for protocol `version`.
+    pub fn hello_version(name: &[u8], version: u32) -> Vec<u8> {
         Writer::new()
             .bytes(&proto::MAGIC)
-            .u32(proto::VERSION)
+            .u32(version)
             .u32(0)
             .u16(name.len() as u16)
             .bytes(name)
@@ -456,6 +475,7 @@ pub mod reply {
             Status::Ok => {}
             Status::NoData => return Ok(ReadReply::NoData),
             Status::Stale => return Ok(ReadReply::Stale),
+            Status::Revalidate => return Ok(ReadReply::Revalidate),
             st => return Err(ClientError::Status(st)),
         }
         let mut r = Reader::new(body);

@@ -162,6 +162,21 @@ impl Daemon {
         ] {
             v.push((format!("space.{k}"), n));
         }
+        let cb = self.coherent.stats();
+        for (k, n) in [
+            ("servers", cb.servers as u64),
+            ("volumes", cb.volumes as u64),
+            ("objects", cb.objects as u64),
+            ("objects_in_use", cb.objects_in_use as u64),
+            ("holds", cb.holds as u64),
+            ("file_breaks", cb.file_breaks),
+            ("volume_breaks", cb.volume_breaks),
+            ("server_breaks", cb.server_breaks),
+            ("zaps", cb.zaps),
+            ("break_visits", cb.break_visits),
+        ] {
+            v.push((format!("callback.{k}"), n));
+        }
         v.push((
             "daemon.connections".into(),
             self.connections.load(Ordering::Relaxed),
