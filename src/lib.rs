@@ -5,11 +5,11 @@
 //! - [`cookie`]: the fscache cookie layer over the store.
 //! - [`daemon`]: `ringcached`, the cache as a service on a Unix socket.
 //! - [`proto`] and [`client`]: the socket protocol and its client library.
-//! - [`bench`]: `ringcache bench`, fio job files run against the store.
+//!
+//! The admin tool and `ringcache bench` are the `ringcache-tools` crate.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod bench;
 pub mod client;
 pub mod cookie;
 pub mod daemon;

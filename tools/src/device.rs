@@ -7,6 +7,8 @@
 //! `read_only`). A running `ringcached` holds it exclusively, so the tools
 //! refuse a cache in use instead of reading it while it changes, and a
 //! daemon cannot start on it while a tool reads it.
+//!
+//! The one module of the crate allowed `unsafe` (see `lib.rs`): the map.
 
 use std::fs::File;
 use std::path::Path;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::BenchError;
 use super::units::{parse_size, parse_time};
-use crate::io::EngineKind;
+use ringcache::io::EngineKind;
 use ringcache_ondisk::BLOCK_BYTES_U64;
 
 /// Largest iodepth accepted.

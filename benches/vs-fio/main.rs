@@ -42,8 +42,11 @@ use ringcache_ondisk::superblock::{Geometry, GeometryParams};
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 #[cfg(feature = "foyer")]
-#[path = "support/foyer.rs"]
+#[path = "foyer.rs"]
 mod foyer_side;
+
+#[path = "../../tests/common/ringcached_bin.rs"]
+mod ringcached_bin;
 
 const FILE_BYTES: u64 = 2 << 30;
 const FILL_BYTES: u64 = 1 << 30;
@@ -319,7 +322,7 @@ impl DaemonRun {
             &config,
             format!("device {}\nsocket {}\n", file.display(), socket.display()),
         )?;
-        let child = Command::new(env!("CARGO_BIN_EXE_ringcached"))
+        let child = Command::new(ringcached_bin::path())
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
@@ -800,7 +803,7 @@ fn main() -> Result<()> {
 /// The sweep's job file at queue depth `qd`: `benches/jobs/randread-sweep.fio`
 /// with its `iodepth=` and `runtime=` lines set.
 fn sweep_job(qd: u32, seconds: u64) -> String {
-    include_str!("jobs/randread-sweep.fio")
+    include_str!("../jobs/randread-sweep.fio")
         .lines()
         .map(|l| {
             if l.starts_with("iodepth=") {
@@ -829,7 +832,7 @@ fn fio_job(file: &Path, job: &Path) -> Result<(f64, f64)> {
 
 /// (IOPS, p99 µs) of `ringcache bench` running `job`.
 fn rc_job(job: &str, file: &Path, socket: Option<&Path>) -> Result<(f64, f64)> {
-    use ringcache::bench::{JobFile, RunOptions, Target, run};
+    use ringcache_tools::bench::{JobFile, RunOptions, Target, run};
     let f = JobFile::parse(job)?;
     let opts = RunOptions {
         filename: Some(file.to_path_buf()),

@@ -2,11 +2,13 @@
 //! field names (`docs/BENCH.md` lists them).
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use ringcache::store::StoreStats;
 
 use super::jobfile::{RwMode, Target};
 use super::units::{fmt_bytes_bin, fmt_bytes_dec, fmt_count};
-use crate::store::StoreStats;
+use crate::text::civil_date;
 
 /// The percentiles fio reports by default (its `percentile_list`).
 pub const FIO_PERCENTILES: [f64; 17] = [
@@ -519,20 +521,19 @@ fn ctime_utc(unix_secs: u64) -> String {
     let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
     // 1970-01-01 was a Thursday.
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_date(days);
     let mon = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ][(month - 1) as usize];
     format!("{weekday} {mon} {day:>2} {h:02}:{m:02}:{s:02} {year}")
+}
+
+/// Now, in milliseconds since the epoch (the report's start time).
+pub(super) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
