@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringcache::store::{FormatOptions, format};
 
-use crate::embedded::open_engine;
+use crate::embedded::{fill_chunk, format_file, join_writers};
 use crate::{FILL_BS, FILL_BYTES, ringcached_bin};
 
 /// A ringcached serving the cache file, for `--target daemon`.
@@ -34,16 +33,8 @@ impl Drop for DaemonRun {
 impl DaemonRun {
     /// Format `file` and start ringcached on it.
     pub(crate) fn start(file: &Path, dir: &Path) -> Result<DaemonRun> {
-        {
-            let engine = open_engine(file)?;
-            format(
-                engine.as_ref(),
-                &FormatOptions {
-                    force: true,
-                    ..Default::default()
-                },
-            )?;
-        }
+        // Formatted, and closed again before the daemon opens it.
+        drop(format_file(file)?);
         let socket = dir.join("ringcache-vs-fio.sock");
         let config = dir.join("ringcache-vs-fio.conf");
         std::fs::write(
@@ -100,7 +91,7 @@ impl DaemonRun {
 /// each filling its own 64 MiB objects (a cookie is used by one client).
 pub(crate) fn daemon_fill(d: &DaemonRun) -> Result<f64> {
     const PART: u64 = 64 << 20;
-    let chunk: Vec<u8> = (0..FILL_BS).map(|i| (i % 251) as u8).collect();
+    let chunk = fill_chunk();
     let parts = FILL_BYTES / PART;
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
@@ -127,10 +118,7 @@ pub(crate) fn daemon_fill(d: &DaemonRun) -> Result<f64> {
                 })
             })
             .collect();
-        for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-        }
-        Ok(())
+        join_writers(workers)
     })?;
     let secs = t.elapsed().as_secs_f64();
     Ok(FILL_BYTES as f64 / (1 << 20) as f64 / secs)

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -34,8 +35,22 @@ pub(crate) fn open_engine(file: &Path) -> Result<Arc<dyn IoEngine>> {
     Ok(e)
 }
 
-/// Format the file, fill one object; returns MiB/s of the fill.
-pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
+/// What both ringcache fills write, [`FILL_BS`] bytes at a time.
+pub(crate) fn fill_chunk() -> Vec<u8> {
+    (0..FILL_BS).map(|i| (i % 251) as u8).collect()
+}
+
+/// Wait for a fill's writers; the first that failed (or panicked) is the
+/// fill's error.
+pub(crate) fn join_writers(workers: Vec<ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
+    for w in workers {
+        w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    }
+    Ok(())
+}
+
+/// `file` formatted as an empty cache (whatever it held); its engine.
+pub(crate) fn format_file(file: &Path) -> Result<Arc<dyn IoEngine>> {
     let engine = open_engine(file)?;
     format(
         engine.as_ref(),
@@ -44,11 +59,17 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
             ..Default::default()
         },
     )?;
+    Ok(engine)
+}
+
+/// Format the file, fill one object; returns MiB/s of the fill.
+pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
+    let engine = format_file(file)?;
     let store = Store::open(engine, StoreConfig::default())?;
     let vol = store.volume(b"bench", true)?;
     let id = store.create(vol, b"fill", b"", FILL_BYTES)?;
     // Four writers of 1 MiB each: 4 MiB in flight, as fio's iodepth=4.
-    let chunk: Vec<u8> = (0..FILL_BS).map(|i| (i % 251) as u8).collect();
+    let chunk = fill_chunk();
     let next = std::sync::atomic::AtomicU64::new(0);
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
@@ -66,10 +87,7 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
                 })
             })
             .collect();
-        for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-        }
-        Ok(())
+        join_writers(workers)
     })?;
     store.flush()?;
     let secs = t.elapsed().as_secs_f64();

@@ -16,10 +16,14 @@ use crate::device::Device;
 pub(super) fn check_log(dev: &Device, sb: &SuperblockInfo, log_seq: u64, rep: &mut Report) {
     let g = sb.geometry;
     let n = g.metalog_blocks();
-    let loc = |seq: u64| format!("block seq {seq} (ring position {})", seq % n);
     let mut expected = log_seq;
     for _ in 0..n {
         let off = g.metalog_block_offset(expected);
+        let at = At {
+            seq: expected,
+            ring: n,
+            off,
+        };
         let bytes = dev.bytes_clamped(off, BLOCK_BYTES_U64);
         match parse_block(bytes, &sb.uuid) {
             Ok(b) if b.seq == expected => {
@@ -27,11 +31,9 @@ pub(super) fn check_log(dev: &Device, sb: &SuperblockInfo, log_seq: u64, rep: &m
                 let mut count = 0u64;
                 for (i, rec) in RecordIter::new(b.payload).enumerate() {
                     if let Err(e) = rec.and_then(|r| r.check_geometry(&g)) {
-                        rep.add(
+                        at.add(
+                            rep,
                             Severity::Error,
-                            structure::METADATA_LOG,
-                            loc(expected),
-                            Some(off),
                             format!(
                                 "the block verifies but its record {i} does not: {e}; \
                                  replay stops before this block and loses its records and every later block's"
@@ -43,11 +45,9 @@ pub(super) fn check_log(dev: &Device, sb: &SuperblockInfo, log_seq: u64, rep: &m
                 }
                 rep.checked.log_records += count;
                 if count != u64::from(b.record_count) {
-                    rep.add(
+                    at.add(
+                        rep,
                         Severity::Error,
-                        structure::METADATA_LOG,
-                        loc(expected),
-                        Some(off),
                         format!(
                             "header says {} records, the block holds {count}",
                             b.record_count
@@ -57,11 +57,9 @@ pub(super) fn check_log(dev: &Device, sb: &SuperblockInfo, log_seq: u64, rep: &m
                 expected += 1;
             }
             Ok(b) if b.seq > expected => {
-                rep.add(
+                at.add(
+                    rep,
                     Severity::Error,
-                    structure::METADATA_LOG,
-                    loc(expected),
-                    Some(off),
                     format!(
                         "block seq {} is where block {expected} belongs: the log was overwritten after a newer \
                          checkpoint that is now unreadable",
@@ -71,11 +69,9 @@ pub(super) fn check_log(dev: &Device, sb: &SuperblockInfo, log_seq: u64, rep: &m
                 return;
             }
             Ok(b) => {
-                rep.add(
+                at.add(
+                    rep,
                     Severity::Info,
-                    structure::METADATA_LOG,
-                    loc(expected),
-                    Some(off),
                     format!(
                         "end of log after {} blocks: block seq {} there is from an earlier lap of the ring",
                         expected - log_seq,
@@ -85,7 +81,7 @@ pub(super) fn check_log(dev: &Device, sb: &SuperblockInfo, log_seq: u64, rep: &m
                 return;
             }
             Err(e) => {
-                log_stop_on_invalid(dev, sb, log_seq, expected, off, &e, rep);
+                log_stop_on_invalid(dev, sb, log_seq, &at, &e, rep);
                 return;
             }
         }
@@ -105,21 +101,18 @@ fn log_stop_on_invalid(
     dev: &Device,
     sb: &SuperblockInfo,
     log_seq: u64,
-    expected: u64,
-    off: u64,
+    at: &At,
     e: &FormatError,
     rep: &mut Report,
 ) {
     let g = sb.geometry;
     let n = g.metalog_blocks();
-    let loc = format!("block seq {expected} (ring position {})", expected % n);
+    let (expected, off) = (at.seq, at.off);
     let bytes = dev.bytes_clamped(off, BLOCK_BYTES_U64);
     if is_zero(bytes) {
-        rep.add(
+        at.add(
+            rep,
             Severity::Info,
-            structure::METADATA_LOG,
-            loc,
-            Some(off),
             format!(
                 "end of log after {} blocks: the next block was never written",
                 expected - log_seq
@@ -143,11 +136,9 @@ fn log_stop_on_invalid(
         } else {
             " (a crash in the middle of a multi-block log write can also leave this)"
         };
-        rep.add(
+        at.add(
+            rep,
             Severity::Error,
-            structure::METADATA_LOG,
-            loc,
-            Some(off),
             format!(
                 "{e}; blocks {}..={} after it are valid, but replay stops here and loses them{note}",
                 expected + 1,
@@ -155,11 +146,9 @@ fn log_stop_on_invalid(
             ),
         );
     } else if sb.clean {
-        rep.add(
+        at.add(
+            rep,
             Severity::Warning,
-            structure::METADATA_LOG,
-            loc,
-            Some(off),
             format!(
                 "end of log after {} blocks at a block that does not parse ({e}); replay needs nothing \
                  from it, but a clean shutdown does not leave one",
@@ -167,15 +156,37 @@ fn log_stop_on_invalid(
             ),
         );
     } else {
-        rep.add(
+        at.add(
+            rep,
             Severity::Info,
-            structure::METADATA_LOG,
-            loc,
-            Some(off),
             format!(
                 "end of log after {} blocks at a torn last block ({e}), as an unclean shutdown leaves",
                 expected - log_seq
             ),
+        );
+    }
+}
+
+/// Where in the log a finding is: the block of the ring (of `ring` blocks,
+/// at byte `off`) where log block `seq` belongs.
+struct At {
+    seq: u64,
+    ring: u64,
+    off: u64,
+}
+
+impl At {
+    fn add(&self, rep: &mut Report, severity: Severity, message: impl Into<String>) {
+        rep.add(
+            severity,
+            structure::METADATA_LOG,
+            format!(
+                "block seq {} (ring position {})",
+                self.seq,
+                self.seq % self.ring
+            ),
+            Some(self.off),
+            message,
         );
     }
 }

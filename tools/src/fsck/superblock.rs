@@ -85,27 +85,20 @@ pub(super) fn check_superblocks(dev: &Device, rep: &mut Report) -> Option<Superb
                 .filter_map(|b| Superblock::parse(b, u64::MAX).ok())
                 .map(|sb| sb.geometry.device_bytes)
                 .max();
-            if let Some(formatted) = formatted.filter(|&f| f > dev.len()) {
-                rep.add(
-                    Severity::Error,
-                    structure::DEVICE,
-                    "device",
-                    Some(dev.len()),
-                    format!(
-                        "truncated: the device is {} bytes, the cache was formatted for {formatted}",
-                        dev.len()
-                    ),
-                );
+            let truncated = if let Some(formatted) = formatted.filter(|&f| f > dev.len()) {
+                Some(format!("the cache was formatted for {formatted}"))
             } else if dev.len() < 2 * BLOCK_BYTES_U64 {
+                Some("shorter than the two superblock copies".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = truncated {
                 rep.add(
                     Severity::Error,
                     structure::DEVICE,
                     "device",
                     Some(dev.len()),
-                    format!(
-                        "truncated: the device is {} bytes, shorter than the two superblock copies",
-                        dev.len()
-                    ),
+                    format!("truncated: the device is {} bytes, {why}", dev.len()),
                 );
             }
             rep.add(
