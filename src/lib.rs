@@ -6,14 +6,14 @@
 //! - [`callback`]: AFS-style callback promises and breaks over the cookie layer.
 //! - [`daemon`]: `ringcached`, the cache as a service on a Unix socket.
 //! - [`proto`] and [`client`]: the socket protocol and its client library.
-//! - [`bench`]: `ringcache bench`, fio job files run against the store.
+//!
+//! The admin tool and `ringcache bench` are the `ringcache-tools` crate.
 // Unsafe code lives in the io_uring engine and its buffer pool only
 // (`io::uring`, `io::buf`), allowed there by name.
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod bench;
 pub mod callback;
 pub mod client;
 pub mod cookie;

@@ -52,7 +52,7 @@ impl<'a> IndexView<'a> {
     }
 
     /// Volumes by id: (id, key).
-    pub fn volumes(&self) -> impl Iterator<Item = (VolumeId, &'a [u8])> + 'a {
+    pub fn volumes(&self) -> impl Iterator<Item = (VolumeId, &'a [u8])> + use<'a> {
         self.ix.volumes.iter().map(|(&id, k)| (id, &k[..]))
     }
 
@@ -67,7 +67,7 @@ impl<'a> IndexView<'a> {
     }
 
     /// Objects in id order.
-    pub fn objects(&self) -> impl Iterator<Item = ObjectView<'a>> + 'a {
+    pub fn objects(&self) -> impl Iterator<Item = ObjectView<'a>> + use<'a> {
         self.ix.objects.iter().map(|(&id, o)| ObjectView { id, o })
     }
 
@@ -91,7 +91,7 @@ impl<'a> IndexView<'a> {
     }
 
     /// Regions in index order.
-    pub fn regions(&self) -> impl Iterator<Item = RegionView<'a>> + 'a {
+    pub fn regions(&self) -> impl Iterator<Item = RegionView<'a>> + use<'a> {
         self.ix
             .regions
             .iter()
@@ -153,7 +153,7 @@ impl<'a> ObjectView<'a> {
         self.o.extents.len()
     }
     /// Extents in logical order.
-    pub fn extents(&self) -> impl Iterator<Item = ExtentView> + 'a {
+    pub fn extents(&self) -> impl Iterator<Item = ExtentView> + use<'a> {
         self.o.extents.iter().map(|(offset, e)| ExtentView {
             offset,
             len: e.len,
@@ -180,7 +180,7 @@ impl<'a> RegionView<'a> {
         &self.r.crcs
     }
     /// Objects that may have extents here (may name deleted ones).
-    pub fn objects(&self) -> impl Iterator<Item = ObjectId> + 'a {
+    pub fn objects(&self) -> impl Iterator<Item = ObjectId> + use<'a> {
         self.r.objects.iter().copied()
     }
     /// Bytes of live extents.

@@ -32,7 +32,7 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
 impl DaemonProc {
     /// Start a daemon with `config` and wait until it accepts clients.
     pub fn start(dir: &Path, config: &Path) -> DaemonProc {
-        let child = Command::new(env!("CARGO_BIN_EXE_ringcached"))
+        let child = Command::new(super::ringcached_bin::path())
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "warn")

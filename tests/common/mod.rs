@@ -65,3 +65,4 @@ pub fn read_all(store: &Store, id: u64, offset: u64, len: u64) -> Vec<Option<u8>
     out
 }
 pub mod daemon;
+pub mod ringcached_bin;

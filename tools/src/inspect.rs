@@ -7,6 +7,11 @@
 //! a serde struct: `--json` prints it as is, otherwise it is rendered as
 //! text. docs/TOOLS.md documents the JSON schema of each view; a field
 //! added here must be added there.
+//!
+//! One file for every view, larger than the others: the views' structs,
+//! then the functions that build them, then those that render them, each
+//! part in the order docs/TOOLS.md lists the views, whose schema it must
+//! match field for field.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

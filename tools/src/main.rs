@@ -3,13 +3,9 @@
 //! `format` creates a cache; `inspect` and `fsck` read one offline
 //! (read-only, under a shared lock that a running daemon's exclusive lock
 //! excludes). docs/TOOLS.md documents the commands, their exit codes and
-//! the JSON each one prints with `--json`.
-
-mod device;
-mod fsck;
-mod guard;
-mod inspect;
-mod text;
+//! the JSON each one prints with `--json`. What each command does is in
+//! the library (`ringcache_tools`); this is its command line.
+#![deny(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -17,11 +13,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use ringcache::bench;
 use ringcache::io::{self, EngineKind, OpenOptions};
 use ringcache::store::{FormatOptions, format};
 use ringcache::util::{create_backing_file, parse_size};
 use ringcache_ondisk::superblock::GeometryParams;
+use ringcache_tools::{bench, device, fsck, guard, inspect};
 use serde::Serialize;
 
 #[derive(Parser)]

@@ -60,18 +60,8 @@ pub fn uuid(u: &[u8; 16]) -> String {
 /// Seconds since the epoch as an RFC 3339 UTC time, e.g.
 /// `2026-01-31T12:00:00Z`.
 pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
+    let (year, month, day) = civil_date(secs / 86_400);
     let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
@@ -80,22 +70,43 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
+/// The (year, month 1..=12, day 1..=31) of `days` since 1970-01-01, in the
+/// proleptic Gregorian calendar (Howard Hinnant's civil_from_days), so
+/// that no time zone database is needed.
+pub fn civil_date(days: u64) -> (i64, u64, u64) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as u64, day as u64)
+}
+
+/// `v` divided by `step` until it is below `limit` or `units` has no
+/// larger unit; returns it and the index of its unit in `units`. Every
+/// size the tools print scales this way; they differ in step, limit and
+/// digits.
+pub fn scale(mut v: f64, step: f64, limit: f64, units: &[&str]) -> (f64, usize) {
+    let mut i = 0;
+    while v >= limit && i + 1 < units.len() {
+        v /= step;
+        i += 1;
+    }
+    (v, i)
+}
+
 /// A byte count for people: `12345678 (11.8 MiB)`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let (v, i) = scale(n as f64, 1024.0, 1024.0, &UNITS);
+    match UNITS.get(i) {
+        Some(unit) if i > 0 => format!("{n} ({v:.1} {unit})"),
+        _ => format!("{n} B"),
     }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{n} ({v:.1} {unit})")
 }
 
 #[cfg(test)]
@@ -123,6 +134,15 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn byte_counts_for_people() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1024 (1.0 KiB)");
+        assert_eq!(bytes(12_345_678), "12345678 (11.8 MiB)");
+        assert_eq!(bytes(u64::MAX), "18446744073709551615 (16.0 EiB)");
     }
 
     #[test]

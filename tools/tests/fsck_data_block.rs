@@ -12,13 +12,14 @@ fn block_of_an_extent() {
     let image = clean_image();
     let l = load_image(&image);
     let g = l.sb.geometry;
-    let (&id, o) =
-        l.ix.objects
-            .iter()
-            .find(|(_, o)| &*o.key == b"alpha")
-            .expect("alpha");
-    let (logical, e) = o.extents.iter().next().expect("an extent");
-    assert_eq!(logical, 0);
+    let o = l
+        .index()
+        .objects()
+        .find(|o| o.key() == b"alpha")
+        .expect("alpha");
+    let id = o.id();
+    let e = o.extents().next().expect("an extent");
+    assert_eq!(e.offset, 0);
     // The third block of the extent.
     let block = u64::from(e.region_off) / 4096 + 2;
     let off = g.region_offset(e.region) + block * 4096;

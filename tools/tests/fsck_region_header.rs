@@ -12,11 +12,12 @@ fn header_of_a_region_in_use() {
     let image = clean_image();
     let l = load_image(&image);
     let g = l.sb.geometry;
-    let r =
-        l.ix.regions
-            .iter()
-            .position(|r| r.live_bytes > 0)
-            .expect("a region in use") as u32;
+    let r = l
+        .index()
+        .regions()
+        .find(|r| r.live_bytes() > 0)
+        .expect("a region in use")
+        .index();
     // Byte 16 is region_seq.
     let off = g.region_offset(r);
     let report = fsck_damaged(

@@ -242,3 +242,10 @@ pub fn fsck_damaged(
     inspect_survives(f.path());
     report
 }
+
+// The core's helpers for starting the real daemon, shared with its tests
+// rather than copied (`target=daemon` runs through it).
+#[path = "../../../tests/common/daemon.rs"]
+pub mod daemon;
+#[path = "../../../tests/common/ringcached_bin.rs"]
+pub mod ringcached_bin;

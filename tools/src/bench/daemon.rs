@@ -14,22 +14,21 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use ringcache::client::{Client, ClientError, CookieHandle, ReadReply, ReadSegment, request};
+use ringcache::proto::{Op, Status};
+use ringcache::store::StoreStats;
 
 use super::BenchError;
 use super::jobfile::{Job, JobFile, Target};
-use super::offsets::{Offsets, splitmix};
-use super::report::Report;
-use super::runner::{
-    Live, PREFILL_CHUNK, ThreadStats, VOLUME, job_reports, show_progress, stats_delta,
-};
-use crate::client::{Client, ClientError, ReadReply, ReadSegment, request};
-use crate::proto::{Op, Status};
-use crate::store::StoreStats;
+use super::offsets::splitmix;
+use super::prefill::{PREFILL_CHUNK, VOLUME, prefill_chunk};
+use super::progress::{Live, join, scope_with_progress};
+use super::report::{Report, now_unix_ms};
+use super::schedule::{Mix, Schedule};
+use super::stats::{Dir, ThreadStats, job_reports, stats_delta};
 
 fn client_err(context: impl Into<String>) -> impl FnOnce(ClientError) -> BenchError {
     let context = context.into();
@@ -48,10 +47,7 @@ struct CloneRun {
 
 /// Run every job of `file` through the daemon at `socket`.
 pub(super) fn run(file: &JobFile, socket: &Path, progress: bool) -> Result<Report, BenchError> {
-    let started_unix_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let started_unix_ms = now_unix_ms();
     // Fail early, and clearly, when no daemon answers.
     let mut control = Client::connect(socket).map_err(client_err(format!(
         "connecting to ringcached at {} (is it running? --socket names another)",
@@ -69,55 +65,37 @@ pub(super) fn run(file: &JobFile, socket: &Path, progress: bool) -> Result<Repor
         let barrier = Barrier::new(clones);
         let abort = AtomicBool::new(false);
         let lives: Vec<Live> = members.iter().map(|_| Live::default()).collect();
-        let done = AtomicBool::new(false);
         let start = Instant::now();
-        let results: Vec<Vec<Result<CloneRun, BenchError>>> = std::thread::scope(|s| {
-            let monitor = progress.then(|| {
-                let names: Vec<&str> = members.iter().map(|j| j.name.as_str()).collect();
-                let total = members
+        type CloneResult = Result<CloneRun, BenchError>;
+        let results: Vec<Vec<CloneResult>> =
+            scope_with_progress(progress, &members, &lives, start, |s| {
+                let handles: Vec<Vec<_>> = members
                     .iter()
-                    .filter_map(|j| j.runtime.map(|r| r + j.ramp_time))
-                    .max();
-                let (lives, done) = (&lives, &done);
-                s.spawn(move || show_progress(&names, lives, done, start, total))
-            });
-            let handles: Vec<Vec<_>> = members
-                .iter()
-                .zip(&lives)
-                .enumerate()
-                .map(|(ji, (&job, live))| {
-                    (0..job.numjobs)
-                        .map(|ci| {
-                            let (barrier, abort) = (&barrier, &abort);
-                            let seed =
-                                splitmix(((g as u64) << 48) ^ ((ji as u64) << 32) ^ u64::from(ci));
-                            s.spawn(move || {
-                                let r = run_clone(socket, job, ci, seed, barrier, abort, live);
-                                if r.is_err() {
-                                    abort.store(true, Ordering::Relaxed);
-                                }
-                                r
+                    .zip(&lives)
+                    .enumerate()
+                    .map(|(ji, (&job, live))| {
+                        (0..job.numjobs)
+                            .map(|ci| {
+                                let (barrier, abort) = (&barrier, &abort);
+                                let seed = splitmix(
+                                    ((g as u64) << 48) ^ ((ji as u64) << 32) ^ u64::from(ci),
+                                );
+                                s.spawn(move || {
+                                    let r = run_clone(socket, job, ci, seed, barrier, abort, live);
+                                    if r.is_err() {
+                                        abort.store(true, Ordering::Relaxed);
+                                    }
+                                    r
+                                })
                             })
-                        })
-                        .collect()
-                })
-                .collect();
-            let results = handles
-                .into_iter()
-                .map(|clones| {
-                    clones
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or(Err(BenchError::Panicked)))
-                        .collect()
-                })
-                .collect();
-            done.store(true, Ordering::Relaxed);
-            if let Some(m) = monitor {
-                m.thread().unpark();
-                let _ = m.join();
-            }
-            results
-        });
+                            .collect()
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|clones| clones.into_iter().map(join).collect())
+                    .collect()
+            });
         let elapsed = start.elapsed();
         let after = daemon_store_stats(&mut control)?;
         let store = stats_delta(&before, &after);
@@ -195,17 +173,8 @@ fn run_clone(
     // Everyone reaches the barrier, failed or not, so nobody waits forever.
     barrier.wait();
     let (mut c, cookie, prefill) = prepared?;
-    let start = Instant::now();
-    let ramp_end = start + job.ramp_time;
-    let deadline = job.runtime.map(|r| ramp_end + r);
-    let blocks = job.size / job.bs;
-    let budget = (!job.time_based).then_some(blocks);
-    let offsets = Offsets::new(blocks, job.bs, job.rw.is_random(), seed);
-    let read_pct = u32::from(job.rw.read_percent(job.rwmixread));
-    let mut rng = ChaCha8Rng::seed_from_u64(splitmix(seed ^ 0x5eed));
-    let mut data = vec![0u8; job.bs as usize];
-    rng.fill(data.as_mut_slice());
-    let counted = AtomicU64::new(0);
+    let schedule = Schedule::new(job, Instant::now(), seed, abort);
+    let mut mix = Mix::new(job, splitmix(seed ^ 0x5eed));
     let mut st = ThreadStats::new();
     // Request id -> (queued at, counts, is a read).
     let mut outstanding: HashMap<u64, (Instant, bool, bool)> = HashMap::new();
@@ -215,23 +184,17 @@ fn run_clone(
     loop {
         while issuing && outstanding.len() < job.iodepth as usize {
             let now = Instant::now();
-            let measured = now >= ramp_end;
-            let over_budget =
-                measured && budget.is_some_and(|b| counted.fetch_add(1, Ordering::Relaxed) >= b);
-            if abort.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d) || over_budget {
+            let Some(measured) = schedule.admit(now) else {
                 issuing = false;
                 break;
-            }
-            let off = offsets.at(next);
+            };
+            let off = schedule.offsets.at(next);
             next += 1;
-            let is_read = read_pct == 100 || (read_pct > 0 && rng.random_range(0..100) < read_pct);
+            let is_read = mix.next_is_read();
             let id = if is_read {
                 c.queue(Op::Read, &request::read(cookie, off, bs as u32))
             } else {
-                if let Some(b) = data.first_mut() {
-                    *b = b.wrapping_add(1);
-                }
-                c.queue(Op::Write, &request::write(cookie, off, &data))
+                c.queue(Op::Write, &request::write(cookie, off, mix.next_write()))
             };
             outstanding.insert(id, (now, measured, is_read));
         }
@@ -266,11 +229,9 @@ fn run_clone(
                 st.misses += u64::from(measured);
                 continue;
             }
-            live.read_ios.fetch_add(1, Ordering::Relaxed);
-            live.read_bytes.fetch_add(bs, Ordering::Relaxed);
+            live.add(Dir::Read, 1, bs);
             if measured {
-                st.read.record(ns, bs);
-                st.last = Some(now);
+                st.record(Dir::Read, ns, bs, now);
             }
         } else {
             if status != Status::Ok {
@@ -279,11 +240,9 @@ fn run_clone(
                     why: format!("the daemon answered {status:?}"),
                 });
             }
-            live.write_ios.fetch_add(1, Ordering::Relaxed);
-            live.write_bytes.fetch_add(bs, Ordering::Relaxed);
+            live.add(Dir::Write, 1, bs);
             if measured {
-                st.write.record(ns, bs);
-                st.last = Some(now);
+                st.record(Dir::Write, ns, bs, now);
             }
         }
     }
@@ -293,7 +252,7 @@ fn run_clone(
         .map_err(client_err(ctx("relinquish")))?;
     Ok(CloneRun {
         stats: st,
-        ramp_end,
+        ramp_end: schedule.ramp_end,
         prefill,
     })
 }
@@ -305,7 +264,7 @@ fn prepare(
     job: &Job,
     clone: u32,
     ctx: &dyn Fn(&str) -> String,
-) -> Result<(Client, crate::client::CookieHandle, Option<Duration>), BenchError> {
+) -> Result<(Client, CookieHandle, Option<Duration>), BenchError> {
     let mut c = Client::connect(socket).map_err(client_err(ctx("connecting")))?;
     let v = c
         .acquire_volume(VOLUME, b"")
@@ -326,8 +285,7 @@ fn prepare(
         return Ok((c, cookie, None));
     }
     let t = Instant::now();
-    let mut chunk = vec![0u8; PREFILL_CHUNK as usize];
-    ChaCha8Rng::seed_from_u64(u64::from(clone)).fill(chunk.as_mut_slice());
+    let chunk = prefill_chunk(u64::from(clone));
     let mut off = 0;
     let mut ids = std::collections::VecDeque::new();
     while off < job.size || !ids.is_empty() {

@@ -12,13 +12,18 @@
 //! Options are resolved per job: global options in file order, then the
 //! job's own, the last setting winning. A value is checked where it is
 //! used, so a bad value in `[global]` is reported at its own line.
+//!
+//! One file for the one parser, larger than the others: the syntax pass
+//! (sections, options, `${NAME}`) and the option pass (`resolve_job`, one
+//! arm per option with its check) share the raw option and the warnings,
+//! and adding an option touches both.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::BenchError;
 use super::units::{parse_size, parse_time};
-use crate::io::EngineKind;
+use ringcache::io::EngineKind;
 use ringcache_ondisk::BLOCK_BYTES_U64;
 
 /// Largest iodepth accepted.

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use ringcache::bench::{BenchError, JobFile, RwMode, Target};
 use ringcache::io::EngineKind;
+use ringcache_tools::bench::{BenchError, JobFile, RwMode, Target};
 
 fn parse(text: &str) -> JobFile {
     JobFile::parse(text).unwrap_or_else(|e| panic!("parse failed: {e}\n{text}"))

@@ -7,10 +7,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use ringcache::bench::JobFile;
+use ringcache_tools::bench::JobFile;
 
 fn job_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/jobs");
+    // The workspace's benches/, where the job files live (this package is tools/).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/jobs");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("benches/jobs")
         .filter_map(|e| e.ok().map(|e| e.path()))

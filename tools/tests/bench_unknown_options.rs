@@ -5,7 +5,7 @@
 //! (direct=0, an engine it lacks) are warned about the same way; an
 //! option in `[global]` is reported once, not once per job.
 
-use ringcache::bench::JobFile;
+use ringcache_tools::bench::JobFile;
 
 fn parse(text: &str) -> JobFile {
     JobFile::parse(text).unwrap_or_else(|e| panic!("parse failed: {e}"))

@@ -4,7 +4,7 @@
 //! reuses the fully cached object instead of prefilling it again, as fio
 //! reuses a laid-out file.
 
-use ringcache::bench::{JobFile, RunOptions, run};
+use ringcache_tools::bench::{JobFile, RunOptions, run};
 
 #[test]
 fn each_clone_covers_size_once() {

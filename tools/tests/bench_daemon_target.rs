@@ -7,7 +7,7 @@
 mod common;
 
 use common::daemon::{DaemonProc, write_config};
-use ringcache::bench::{BenchError, JobFile, RunOptions, Target, run};
+use ringcache_tools::bench::{BenchError, JobFile, RunOptions, Target, run};
 
 fn options(socket: &std::path::Path) -> RunOptions {
     RunOptions {

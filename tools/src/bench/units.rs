@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::text::scale;
+
 /// Parse a size as fio does with `kb_base` (1024, fio's default, or 1000).
 ///
 /// A decimal or `0x` hexadecimal integer, then an optional suffix, case
@@ -109,12 +111,8 @@ pub fn fmt_bytes_dec(v: f64) -> String {
     scaled(v, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"])
 }
 
-fn scaled(mut v: f64, step: f64, units: &[&str]) -> String {
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= step;
-        i += 1;
-    }
+fn scaled(v: f64, step: f64, units: &[&str]) -> String {
+    let (v, i) = scale(v, step, 1000.0, units);
     let unit = units.get(i).copied().unwrap_or("");
     if i == 0 && v == v.trunc() {
         format!("{v:.0}{unit}")

@@ -5,7 +5,7 @@
 //! bw_bytes, io_bytes with total_ios x bs) and the latency percentiles are
 //! fio's list, in order, between min and max.
 
-use ringcache::bench::{JobFile, OutputFormat, RunOptions, run};
+use ringcache_tools::bench::{JobFile, OutputFormat, RunOptions, run};
 use serde_json::Value;
 
 const FIO_PERCENTILE_KEYS: [&str; 17] = [

@@ -6,10 +6,14 @@
 //!   time suffixes. Unknown options are warnings that name the option and
 //!   its line; bad values are errors that name both.
 //! - [`runner`]: runs each job against the embedded store on a cache file
-//!   or device, numjobs threads per job, each keeping iodepth I/Os in
+//!   or device, numjobs clones per job, each keeping iodepth I/Os in
 //!   flight, with completion latencies in an HDR histogram; or, with
 //!   `target=daemon`, through a running `ringcached` (one connection per
-//!   job clone, iodepth requests pipelined on it).
+//!   job clone, iodepth requests pipelined on it). Its parts: `setup` (the
+//!   cache files), `prefill` (the jobs' objects), `workers` (the embedded
+//!   target's threads), `daemon` (the daemon target), `schedule` (what a
+//!   clone does next, both targets), `stats` (what the threads measured)
+//!   and `progress` (the threads of a group and the progress line).
 //! - [`report`]: fio-like text output and fio-compatible JSON, so scripts
 //!   that read fio's `--output-format=json` read ours.
 //!
@@ -20,15 +24,21 @@
 mod daemon;
 pub mod jobfile;
 mod offsets;
+mod prefill;
+mod progress;
 pub mod report;
 pub mod runner;
+mod schedule;
+mod setup;
+mod stats;
 pub mod units;
+mod workers;
 
 pub use jobfile::{Job, JobFile, RwMode, Target, Warning};
 pub use report::{DirReport, JobReport, LatStats, OutputFormat, Report};
 pub use runner::{RunOptions, run};
 
-use crate::store::StoreError;
+use ringcache::store::StoreError;
 
 /// What can go wrong in a benchmark: the job file, or the run.
 #[derive(Debug, thiserror::Error)]
@@ -76,4 +86,16 @@ pub enum BenchError {
     /// A worker thread panicked (a bug).
     #[error("a benchmark thread panicked")]
     Panicked,
+}
+
+/// `map_err` for a store call: the error with what was being done.
+fn store_err(context: impl Into<String>) -> impl FnOnce(StoreError) -> BenchError {
+    let context = context.into();
+    move |source| BenchError::Store { context, source }
+}
+
+/// `map_err` for an I/O call: the error with what was being done.
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let context = context.into();
+    move |source| BenchError::Io { context, source }
 }
