@@ -22,7 +22,7 @@ fn concurrent_requests_on_one_connection() {
         .unwrap();
     rt.block_on(async {
         let c = Arc::new(AsyncClient::connect(&d.socket).await.unwrap());
-        assert_eq!(c.server_info().version, 1);
+        assert_eq!(c.server_info().version, ringcache::proto::VERSION);
         let v = c.acquire_volume(b"async", b"").await.unwrap();
         let k = c.acquire_cookie(v, b"obj", b"", 64 * 4096).await.unwrap();
         c.use_cookie(k, false).await.unwrap();
