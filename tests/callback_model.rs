@@ -52,9 +52,9 @@ const PROMISE: Duration = Duration::from_secs(60);
 const MARGIN: Duration = Duration::from_secs(10);
 
 #[cfg(debug_assertions)]
-const DEFAULT_SEEDS: u64 = 12;
+const DEFAULT_SEEDS: u64 = 40;
 #[cfg(not(debug_assertions))]
-const DEFAULT_SEEDS: u64 = 250;
+const DEFAULT_SEEDS: u64 = 500;
 const STEPS: u64 = 4000;
 
 fn vol_of(f: usize) -> usize {
