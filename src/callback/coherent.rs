@@ -10,7 +10,10 @@
 //! Every invalidation of a cookie acquired here must go through
 //! [`Coherent::revalidate`]: the ordering arguments below count on the
 //! record's data version and the cookie's data generation changing
-//! together.
+//! together. They also count on [`Fscache::invalidate`] having discarded
+//! the old data for every operation begun after it returns, which the
+//! cookie layer does not yet ensure while another thread runs the
+//! cookie's state machine (a concurrent resize): see `docs/CALLBACK.md`.
 //!
 //! Ordering, in short (the long form is in `docs/CALLBACK.md`):
 //! - A read begins its cookie operation, which snapshots the cookie's
@@ -340,6 +343,11 @@ impl Coherent {
     /// [`Callbacks::begin_fetch`].
     pub fn begin_fetch(&self, obj: ObjectRef) -> FetchToken {
         self.lock().begin_fetch(obj)
+    }
+
+    /// [`Callbacks::lookup`].
+    pub fn lookup(&self, volume_key: &[u8], object_key: &[u8]) -> Option<ObjectRef> {
+        self.lock().lookup(volume_key, object_key)
     }
 
     /// [`Callbacks::data_version`].

@@ -777,6 +777,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::callback::SERVER_ID_MAX;
 
     fn sid(s: &str) -> ServerId {
         ServerId::new(s.as_bytes()).unwrap()
@@ -805,13 +806,12 @@ mod tests {
     #[test]
     fn server_id_length_is_checked() {
         assert!(ServerId::new(b"").is_err());
-        assert!(ServerId::new(&[7; SERVER_ID_MAX_TEST]).is_ok());
+        assert!(ServerId::new(&[7; SERVER_ID_MAX]).is_ok());
         assert!(matches!(
-            ServerId::new(&[7; SERVER_ID_MAX_TEST + 1]),
+            ServerId::new(&[7; SERVER_ID_MAX + 1]),
             Err(CallbackError::InvalidServerId { len: 65 })
         ));
     }
-    const SERVER_ID_MAX_TEST: usize = super::super::SERVER_ID_MAX;
 
     #[test]
     fn each_counter_breaks_the_promise() {
