@@ -360,11 +360,6 @@ impl Coherent {
         self.lock().volume_server(volume_key)
     }
 
-    /// [`Callbacks::lookup`].
-    pub fn lookup(&self, volume_key: &[u8], object_key: &[u8]) -> Option<ObjectRef> {
-        self.lock().lookup(volume_key, object_key)
-    }
-
     /// [`Callbacks::declare_server`].
     pub fn declare_server(&self, volume_key: &[u8], server: &ServerId, epoch: u64) -> Vec<Zap> {
         self.lock().declare_server(volume_key, server, epoch)
