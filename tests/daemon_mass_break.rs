@@ -53,7 +53,9 @@ fn a_server_break_zaps_only_the_files_in_use() {
         let token = filler.begin_fetch(k).unwrap();
         filler.revalidate(k, &token, 1, 4096, 60_000).unwrap();
         assert_eq!(
-            filler.write_fetched(k, &token, 1, 0, &[i as u8; 4096]).unwrap(),
+            filler
+                .write_fetched(k, &token, 1, 0, &[i as u8; 4096])
+                .unwrap(),
             proto::Status::Ok
         );
         filler.relinquish_cookie(k, false).unwrap();
@@ -69,7 +71,9 @@ fn a_server_break_zaps_only_the_files_in_use() {
             let v = volume(&mut c);
             let handles = (0..IN_USE)
                 .map(|i| {
-                    let k = c.acquire_cookie(v, &key(i), &1u64.to_le_bytes(), 4096).unwrap();
+                    let k = c
+                        .acquire_cookie(v, &key(i), &1u64.to_le_bytes(), 4096)
+                        .unwrap();
                     c.use_cookie(k, false).unwrap();
                     k.0
                 })

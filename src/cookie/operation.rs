@@ -51,6 +51,12 @@ impl Fscache {
     pub fn begin_operation(&self, cookie: &Arc<Cookie>, for_write: bool) -> Operation<'_> {
         let mut g = cookie.lock();
         loop {
+            // An invalidation asked for while another thread runs the state
+            // machine is pending: the object is still on its old data
+            // generation, so this counts as INVALIDATING already (a write
+            // would land in the generation about to be discarded and mark
+            // the cookie as having data to read).
+            let pending_invalidation = g.do_invalidate && g.state == S::Active;
             match g.state {
                 S::LookingUp => {
                     g = cookie.changed.wait(g).unwrap_or_else(|e| e.into_inner());
@@ -58,9 +64,12 @@ impl Fscache {
                 S::Creating | S::Invalidating if for_write => {
                     g = cookie.changed.wait(g).unwrap_or_else(|e| e.into_inner());
                 }
+                S::Active if for_write && pending_invalidation => {
+                    g = cookie.changed.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
                 S::Active | S::Creating | S::Invalidating if g.nacc_elevated => {
                     g.n_accesses += 1;
-                    let no_data = g.no_data_to_read || g.state != S::Active;
+                    let no_data = g.no_data_to_read || g.state != S::Active || pending_invalidation;
                     let object = g.object;
                     let inval_counter = g.inval_counter;
                     drop(g);
