@@ -262,3 +262,52 @@ fn a_closed_connection_leaves_no_holds_and_gets_no_zaps() {
     assert_eq!(stat(&mut a, "callback.holds"), 0);
     assert_eq!(stat(&mut a, "callback.objects"), 0);
 }
+
+#[test]
+fn a_holder_that_never_reads_does_not_hold_up_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let d = DaemonProc::start(dir.path(), &config);
+    // A holds the file and never reads its socket again.
+    let (_a, _va, _ka) = open(&d, b"file-5", 5);
+    let (mut b, vb, _kb) = open(&d, b"file-5", 5);
+    // Far more zaps than a socket buffer and a connection's queue hold:
+    // every break is still answered at once.
+    let start = std::time::Instant::now();
+    for _ in 0..20_000 {
+        assert_eq!(b.break_files(vb, &[b"file-5"]).unwrap(), 1);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "breaks were held up by a holder that does not read"
+    );
+    // B reads its own zaps, the last of them collapsed into one zap of
+    // every handle when its queue overflowed.
+    let mut n = 0;
+    while b.wait_zap(Duration::from_millis(300)).unwrap().is_some() {
+        n += 1;
+    }
+    assert!(n > 0);
+    assert_eq!(stat(&mut b, "callback.file_breaks"), 20_000);
+}
+
+#[test]
+fn after_a_restart_every_object_is_revalidated_and_unchanged_data_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut d = DaemonProc::start(dir.path(), &config);
+    let (mut a, _va, ka) = open(&d, b"file-6", 6);
+    fetch(&mut a, ka, 6, 0x66);
+    // Flush: the fetched data is on the device before kill -9.
+    a.flush_cache().unwrap();
+    drop(a);
+    d.kill9();
+    let d = DaemonProc::start(dir.path(), &config);
+    let (mut a, _va, ka) = open(&d, b"file-6", 6);
+    // Promises live in memory only: nothing is served until revalidated.
+    assert_eq!(a.read(ka, 0, 4096).unwrap(), ReadReply::Revalidate);
+    let token = a.begin_fetch(ka).unwrap();
+    let r = a.revalidate(ka, &token, 6, 8192, PROMISE_MS).unwrap();
+    assert!(r.kept, "the same version keeps the data across the restart");
+    assert_eq!(bytes_of(&a.read(ka, 0, 8192).unwrap()), vec![0x66; 8192]);
+}
