@@ -15,120 +15,19 @@
 
 mod callback_common;
 
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use callback_common::*;
 use ringcache::callback::{
     CallbackConfig, Coherent, CoherentRead, Promise, Revalidated, Validity, ZapReason,
 };
-use ringcache::cookie::{CacheBackend, Fscache, FscacheConfig, Lookup};
-use ringcache::store::{ObjectId, Segment, Store, StoreError, VolumeId};
-
-#[derive(Default)]
-struct GateState {
-    armed: bool,
-    entered: bool,
-    open: bool,
-}
-
-/// The store, with a gate in `invalidate_cookie`.
-struct Gated {
-    store: Arc<Store>,
-    gate: Mutex<GateState>,
-    cv: Condvar,
-}
-
-impl Gated {
-    fn wait_entered(&self) {
-        let mut g = self.gate.lock().unwrap();
-        while !g.entered {
-            g = self.cv.wait(g).unwrap();
-        }
-    }
-    fn open(&self) {
-        self.gate.lock().unwrap().open = true;
-        self.cv.notify_all();
-    }
-}
-
-impl CacheBackend for Gated {
-    fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeId, StoreError> {
-        self.store.acquire_volume(key, aux)
-    }
-    fn relinquish_volume(&self, volume: VolumeId, invalidate: bool) -> Result<(), StoreError> {
-        self.store.relinquish_volume(volume, invalidate)
-    }
-    fn lookup_cookie(
-        &self,
-        volume: VolumeId,
-        key: &[u8],
-        aux: &[u8],
-        size: u64,
-        on_negative: &mut dyn FnMut(),
-    ) -> Result<Lookup, StoreError> {
-        self.store
-            .lookup_cookie(volume, key, aux, size, on_negative)
-    }
-    fn withdraw_cookie(
-        &self,
-        o: ObjectId,
-        retire: bool,
-        aux: &[u8],
-        size: u64,
-    ) -> Result<(), StoreError> {
-        self.store.withdraw_cookie(o, retire, aux, size)
-    }
-    fn retire(&self, volume: VolumeId, key: &[u8]) -> Result<(), StoreError> {
-        CacheBackend::retire(&*self.store, volume, key)
-    }
-    fn prepare_to_write(&self, o: ObjectId) -> Result<(), StoreError> {
-        CacheBackend::prepare_to_write(&*self.store, o)
-    }
-    fn invalidate_cookie(&self, o: ObjectId, aux: &[u8], size: u64) -> Result<(), StoreError> {
-        {
-            let mut g = self.gate.lock().unwrap();
-            if g.armed {
-                g.entered = true;
-                self.cv.notify_all();
-                while !g.open {
-                    g = self.cv.wait(g).unwrap();
-                }
-            }
-        }
-        self.store.invalidate_cookie(o, aux, size)
-    }
-    fn resize_cookie(&self, o: ObjectId, size: u64) -> Result<(), StoreError> {
-        self.store.resize_cookie(o, size)
-    }
-    fn begin_operation(&self, o: ObjectId) -> Result<u64, StoreError> {
-        CacheBackend::begin_operation(&*self.store, o)
-    }
-    fn end_operation(&self, o: ObjectId) {
-        self.store.end_operation(o)
-    }
-    fn read(&self, o: ObjectId, g: u64, offset: u64, len: u64) -> Result<Vec<Segment>, StoreError> {
-        CacheBackend::read(&*self.store, o, g, offset, len)
-    }
-    fn write(&self, o: ObjectId, g: u64, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        CacheBackend::write(&*self.store, o, g, offset, data)
-    }
-    fn query_occupancy(&self, o: ObjectId) -> Result<Vec<(u64, u64)>, StoreError> {
-        self.store.query_occupancy(o)
-    }
-    fn under_pressure(&self) -> bool {
-        self.store.under_pressure()
-    }
-}
+use ringcache::cookie::{Fscache, FscacheConfig};
 
 #[test]
 fn an_invalidation_in_progress_is_never_seen_half_done() {
-    let gated = Arc::new(Gated {
-        store: sim_store(),
-        gate: Mutex::new(GateState::default()),
-        cv: Condvar::new(),
-    });
+    let gated = Arc::new(Gated::new(sim_store(), GateAt::Invalidate));
     let cache = Arc::new(Fscache::new(gated.clone(), FscacheConfig::default()));
     let vol = cache.acquire_volume("afs.cell", b"").unwrap();
     let co = Arc::new(Coherent::new(cache, CallbackConfig::default()));
