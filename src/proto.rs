@@ -44,6 +44,14 @@ pub const REPLY: u16 = 0x8000;
 /// Event opcodes.
 pub const EVENT: u16 = 0xC000;
 
+/// The op of the reply to a request with op `op`: `op | REPLY`, with bit
+/// 0x4000 cleared, so that no reply, whatever a client sent, has the
+/// pattern of an event (`op & EVENT == EVENT`). Request opcodes are below
+/// 0x4000, so for every real request this is just `op | REPLY`.
+pub fn reply_op(op: u16) -> u16 {
+    (op & !0x4000) | REPLY
+}
+
 /// Opcodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]

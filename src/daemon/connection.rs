@@ -37,9 +37,17 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// A handle no live volume or cookie of this connection has (the
+    /// counter wraps after 2^32 - 1 handles; a live one is skipped, never
+    /// overwritten).
     pub(super) fn handle(&mut self) -> u32 {
-        self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        self.next_handle
+        loop {
+            self.next_handle = self.next_handle.wrapping_add(1).max(1);
+            let h = self.next_handle;
+            if !self.volumes.contains_key(&h) && !self.cookies.contains_key(&h) {
+                return h;
+            }
+        }
     }
 }
 
@@ -121,9 +129,10 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                 }
                 continue;
             }
-            if h.id == 0 {
-                // Id 0 marks events: a request may not use it.
-                writer.send(&reply_frame(h.op, 0, Status::BadRequest, &[]));
+            if h.id == 0 || h.flags != 0 {
+                // Id 0 marks events: a request may not use it. Flags are
+                // reserved and must be zero.
+                writer.send(&reply_frame(h.op, h.id, Status::BadRequest, &[]));
                 continue;
             }
             let Some(op) = Op::from_u16(h.op) else {
@@ -165,22 +174,33 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
 /// (1 or 2; the reply names the one spoken). Returns it, or `None` when
 /// the connection ends.
 pub(super) fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> Option<u32> {
-    if h.op != Op::Hello as u16 {
-        writer.send(&reply_frame(h.op, h.id, Status::BadRequest, &[]));
-        return None;
+    let refuse = |st: Status, body: &[u8]| {
+        writer.send(&reply_frame(h.op, h.id, st, body));
+        None
+    };
+    if h.op != Op::Hello as u16 || h.id == 0 || h.flags != 0 {
+        return refuse(Status::BadRequest, &[]);
     }
     let mut r = Reader::new(payload);
-    let version = match (r.bytes(8).ok(), r.u32().ok()) {
-        (Some(m), Some(v)) if m == proto::MAGIC => {
-            if !(proto::MIN_VERSION..=proto::VERSION).contains(&v) {
-                let body = Writer::new().u32(proto::VERSION).finish();
-                writer.send(&reply_frame(h.op, h.id, Status::Version, &body));
-                return None;
-            }
-            v
-        }
-        _ => return None,
+    let parsed = (|| -> Result<(bool, u32, u32), proto::ProtoError> {
+        let magic_ok = r.bytes(8)? == proto::MAGIC;
+        let version = r.u32()?;
+        let reserved = r.u32()?;
+        let name_len = r.u16()? as usize;
+        let _name = r.bytes(name_len)?;
+        r.end()?;
+        Ok((magic_ok, version, reserved))
+    })();
+    let version = match parsed {
+        Ok((true, v, 0)) => v,
+        // A wrong magic (not our protocol), a reserved field that is not
+        // zero, or a body that does not parse.
+        _ => return refuse(Status::BadRequest, &[]),
     };
+    if !(proto::MIN_VERSION..=proto::VERSION).contains(&version) {
+        let body = Writer::new().u32(proto::VERSION).finish();
+        return refuse(Status::Version, &body);
+    }
     let body = Writer::new()
         .u32(version)
         .u32(proto::MAX_FRAME as u32)

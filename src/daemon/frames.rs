@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::FRAME_TIMEOUT;
 use super::server::lock;
-use crate::proto::{self, REPLY, Status};
+use crate::proto::{self, Status};
 
 /// Why a connection's frames stopped.
 pub(super) enum FrameEnd {
@@ -133,7 +133,7 @@ pub(super) fn reply_frame(op: u16, id: u64, status: Status, body: &[u8]) -> Vec<
     payload.extend_from_slice(&(status as u16).to_le_bytes());
     payload.extend_from_slice(&0u16.to_le_bytes());
     payload.extend_from_slice(body);
-    proto::frame(op | REPLY, id, &payload)
+    proto::frame(proto::reply_op(op), id, &payload)
 }
 
 /// The write side of a connection, shared by its reader (control replies)

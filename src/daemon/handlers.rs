@@ -157,7 +157,9 @@ impl Daemon {
         let aux = r.bytes(aux_len).map_err(bad)?;
         r.end().map_err(bad)?;
         let key_str = std::str::from_utf8(key).map_err(|_| status(Status::Invalid))?;
-        if ringcache_ondisk::check_volume_key(key).is_err() {
+        // Every argument is checked before anything is created.
+        if ringcache_ondisk::check_volume_key(key).is_err() || aux.len() > ringcache_ondisk::AUX_MAX
+        {
             return Err(status(Status::Invalid));
         }
         if !self.cfg.allows(key_str, peer.uid, peer.gid, self.self_uid) {
@@ -250,7 +252,11 @@ impl Daemon {
 
     fn op_use_cookie(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
         let h = r.u32().map_err(bad)?;
-        let will_modify = r.u8().map_err(bad)? != 0;
+        let will_modify = match r.u8().map_err(bad)? {
+            0 => false,
+            1 => true,
+            _ => return Err(status(Status::Invalid)),
+        };
         r.end().map_err(bad)?;
         let cookie = Conn::with_cookie(conn, h, |e| {
             e.uses += 1;
@@ -267,7 +273,8 @@ impl Daemon {
         let size = r.u64().map_err(bad)?;
         let aux = r.bytes(aux_len).map_err(bad)?;
         r.end().map_err(bad)?;
-        if aux.len() > ringcache_ondisk::AUX_MAX {
+        // Flag bits: 1 aux given, 2 size given; no others.
+        if aux.len() > ringcache_ondisk::AUX_MAX || flags & !3 != 0 {
             return Err(status(Status::Invalid));
         }
         let cookie = Conn::with_cookie(conn, h, |e| {
@@ -291,7 +298,7 @@ impl Daemon {
         let offset = r.u64().map_err(bad)?;
         let data = r.bytes(len).map_err(bad)?;
         r.end().map_err(bad)?;
-        if offset.checked_add(len as u64).is_none() {
+        if len > crate::proto::MAX_DATA || offset.checked_add(len as u64).is_none() {
             return Err(status(Status::Range));
         }
         let opn = self.cache.begin_operation(&cookie, true);
