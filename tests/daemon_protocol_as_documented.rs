@@ -215,3 +215,33 @@ fn arguments_are_checked_before_anything_is_created() {
     assert_eq!(status_of(&mut c, Op::UnuseCookie, &unuse), Status::Invalid);
     c.unuse_cookie(CookieHandle(k.0), None, None).unwrap();
 }
+
+#[test]
+fn unuse_with_a_smaller_size_shrinks_the_cookie_at_once() {
+    let (_dir, d) = daemon();
+    let mut c = d.client();
+    let v = c.acquire_volume(b"vol", b"").unwrap();
+    let k = c.acquire_cookie(v, b"k", b"", 8192).unwrap();
+    // Two uses: the cookie stays live after one unuse.
+    c.use_cookie(k, false).unwrap();
+    c.use_cookie(k, false).unwrap();
+    assert_eq!(c.write(k, 0, &[9; 8192]).unwrap(), Status::Ok);
+    c.unuse_cookie(k, None, Some(4096)).unwrap();
+    // The bytes past the new size are gone now, not at relinquish.
+    match c.read(k, 4096, 4096) {
+        Err(ringcache::client::ClientError::Status(Status::Range)) => {}
+        Ok(ringcache::client::ReadReply::Data(segs)) => {
+            for s in segs {
+                if let ringcache::client::ReadSegment::Data { data, .. } = s {
+                    assert!(!data.contains(&9), "old bytes past the new size");
+                }
+            }
+        }
+        other => panic!("read past the new size: {other:?}"),
+    }
+    let occ = c.query_occupancy(k).unwrap();
+    assert!(
+        occ.iter().all(|&(off, len)| off + len <= 4096),
+        "cached past the new size: {occ:?}"
+    );
+}

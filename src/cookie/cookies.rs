@@ -233,24 +233,42 @@ impl Fscache {
         self.run(cookie);
     }
 
-    /// Stop using a cookie, optionally updating its coherency data and size.
-    /// The last user puts it on the LRU.
+    /// Stop using a cookie, optionally updating its coherency data (kept
+    /// in the object when it is withdrawn) and size (applied at once, as
+    /// [`Fscache::resize`]). The last user puts it on the LRU.
     pub fn unuse_cookie(&self, cookie: &Arc<Cookie>, aux: Option<&[u8]>, size: Option<u64>) {
         let mut g = cookie.lock();
         if let Some(a) = aux
             && a.len() <= ringcache_ondisk::AUX_MAX
         {
+            // Coherency data is committed when the object is withdrawn,
+            // as fscache does.
             g.aux = a.to_vec();
         }
-        if let Some(s) = size {
-            g.size = s;
+        // A new size takes effect at once, as a resize: data past it is
+        // gone now, not cut at withdrawal after writes accepted meanwhile.
+        let resize = match size {
+            Some(s) if s != g.size && !g.do_relinquish && g.state != S::Dropped => {
+                g.size = s;
+                g.do_resize = true;
+                true
+            }
+            Some(s) => {
+                g.size = s;
+                false
+            }
+            None => false,
+        };
+        if g.n_active > 0 {
+            g.n_active -= 1;
+            if g.n_active == 0 {
+                g.lru_since = Some(Instant::now());
+            }
         }
-        if g.n_active == 0 {
-            return;
-        }
-        g.n_active -= 1;
-        if g.n_active == 0 {
-            g.lru_since = Some(Instant::now());
+        drop(g);
+        if resize {
+            FscacheStats::inc(&self.stats.resizes);
+            self.run(cookie);
         }
     }
 
