@@ -245,3 +245,36 @@ fn unuse_with_a_smaller_size_shrinks_the_cookie_at_once() {
         "cached past the new size: {occ:?}"
     );
 }
+
+#[test]
+fn a_cookie_not_in_use_reads_nothing_and_caches_nothing() {
+    let (_dir, d) = daemon();
+    let mut c = d.client();
+    let v = c.acquire_volume(b"vol", b"").unwrap();
+    let k = c.acquire_cookie(v, b"k", b"", 8192).unwrap();
+    // Never used: as a file that is not open.
+    assert_eq!(c.write(k, 0, &[3; 4096]).unwrap(), Status::Dropped);
+    c.use_cookie(k, false).unwrap();
+    assert_eq!(c.write(k, 0, &[3; 8192]).unwrap(), Status::Ok);
+    assert!(matches!(
+        c.read(k, 0, 4096).unwrap(),
+        ringcache::client::ReadReply::Data(_)
+    ));
+    c.unuse_cookie(k, None, None).unwrap();
+    // Used and let go: the same, until it is used again.
+    assert_eq!(
+        c.read(k, 0, 4096).unwrap(),
+        ringcache::client::ReadReply::NoData
+    );
+    assert_eq!(c.write(k, 0, &[4; 4096]).unwrap(), Status::Dropped);
+    c.use_cookie(k, false).unwrap();
+    match c.read(k, 0, 4096).unwrap() {
+        ringcache::client::ReadReply::Data(segs) => match &segs[..] {
+            [ringcache::client::ReadSegment::Data { data, .. }] => {
+                assert!(data.iter().all(|&b| b == 3), "the dropped write was cached")
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("the data cached while in use is gone: {other:?}"),
+    }
+}

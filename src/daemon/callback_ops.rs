@@ -304,7 +304,10 @@ impl Daemon {
     /// only if nothing was broken since and the cached data is of that
     /// version (`Broken` otherwise). Outcomes as Write.
     pub(super) fn op_write_fetched(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
-        let (cookie, obj) = tracked_of(conn, r)?;
+        let (cookie, obj, in_use) = match Conn::io_target_of(conn, r)? {
+            (c, Some(obj), in_use) => (c, obj, in_use),
+            (_, None, _) => return Err(status(Status::Invalid)),
+        };
         let len = r.u32().map_err(bad)? as usize;
         let offset = r.u64().map_err(bad)?;
         let version = r.u64().map_err(bad)?;
@@ -316,6 +319,9 @@ impl Daemon {
         }
         if offset.checked_add(len as u64).is_none() {
             return Err(status(Status::Range));
+        }
+        if !in_use {
+            return Err(status(Status::Dropped));
         }
         match self
             .coherent

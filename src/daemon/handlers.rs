@@ -94,8 +94,20 @@ impl Conn {
         conn: &Mutex<Conn>,
         r: &mut Reader<'_>,
     ) -> Result<(Arc<Cookie>, Option<ObjectRef>), Reply> {
+        let (cookie, obj, _) = Self::io_target_of(conn, r)?;
+        Ok((cookie, obj))
+    }
+
+    /// Like [`Conn::cookie_entry_of`], and whether this connection has the
+    /// cookie in use (UseCookie not undone): I/O on a cookie not in use
+    /// reads nothing and caches nothing, as for a netfs file that is not
+    /// open.
+    pub(super) fn io_target_of(
+        conn: &Mutex<Conn>,
+        r: &mut Reader<'_>,
+    ) -> Result<(Arc<Cookie>, Option<ObjectRef>, bool), Reply> {
         let h = r.u32().map_err(bad)?;
-        Self::with_cookie(conn, h, |e| Ok((e.cookie.clone(), e.obj)))
+        Self::with_cookie(conn, h, |e| Ok((e.cookie.clone(), e.obj, e.uses > 0)))
     }
 
     /// The cookie behind the handle at the start of `r`.
@@ -293,13 +305,16 @@ impl Daemon {
     }
 
     fn op_write(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
-        let (cookie, obj) = Conn::cookie_entry_of(conn, r)?;
+        let (cookie, obj, in_use) = Conn::io_target_of(conn, r)?;
         let len = r.u32().map_err(bad)? as usize;
         let offset = r.u64().map_err(bad)?;
         let data = r.bytes(len).map_err(bad)?;
         r.end().map_err(bad)?;
         if len > crate::proto::MAX_DATA || offset.checked_add(len as u64).is_none() {
             return Err(status(Status::Range));
+        }
+        if !in_use {
+            return Err(status(Status::Dropped));
         }
         let opn = self.cache.begin_operation(&cookie, true);
         // In a callback volume, data is cached only under a valid promise

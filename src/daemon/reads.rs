@@ -88,7 +88,7 @@ impl Daemon {
         let answer = |st: Status| out.send(&reply_frame(op_code, id, st, &[]));
         let mut r = Reader::new(payload);
         let parsed = (|| {
-            let cookie = Conn::cookie_entry_of(conn, &mut r)?;
+            let cookie = Conn::io_target_of(conn, &mut r)?;
             let len = r.u32().map_err(bad)? as u64;
             let offset = r.u64().map_err(bad)?;
             r.end().map_err(bad)?;
@@ -97,10 +97,14 @@ impl Daemon {
             }
             Ok((cookie, offset, len))
         })();
-        let ((cookie, obj), offset, len) = match parsed {
+        let ((cookie, obj, in_use), offset, len) = match parsed {
             Ok(p) => p,
             Err(reply) => return answer(reply.status),
         };
+        if !in_use {
+            // A cookie not in use (no UseCookie, or undone) reads nothing.
+            return answer(Status::NoData);
+        }
         // The operation first, then the promise (see `callback::coherent`):
         // an invalidation for a new version either finished before the
         // operation began (and validation sees its new version), or makes
