@@ -106,10 +106,24 @@ pub(crate) fn write_checkpoint(
     io::write_at(engine, g.ckpt_slot_offset(slot), buf, IoHint::Checkpoint)
 }
 
+/// The index addresses at most `MAX_REGIONS` regions: one rule for format
+/// (which must not make a cache that open refuses) and open.
+fn check_region_count(g: &Geometry) -> std::result::Result<(), String> {
+    if g.region_count > super::extent_map::MAX_REGIONS {
+        return Err(format!(
+            "{} regions is more than this build addresses ({}); format with larger regions",
+            g.region_count,
+            super::extent_map::MAX_REGIONS
+        ));
+    }
+    Ok(())
+}
+
 /// Format the device under `engine` as an empty cache.
 pub fn format(engine: &dyn IoEngine, opts: &FormatOptions) -> Result<SuperblockInfo> {
     let device_bytes = engine.device_bytes();
     let geometry = Geometry::plan(device_bytes, opts.geometry)?;
+    check_region_count(&geometry).map_err(StoreError::Invalid)?;
     if opts.tag.len() > 32 {
         return Err(StoreError::Invalid("tag is longer than 32 bytes".into()));
     }
@@ -276,13 +290,7 @@ pub fn load(engine: &dyn IoEngine) -> Result<Loaded> {
     }
     let g = sb.geometry;
     let n = g.metalog_blocks();
-    if g.region_count > super::extent_map::MAX_REGIONS {
-        return Err(StoreError::NotACache(format!(
-            "{} regions is more than this build addresses ({}); format with larger regions",
-            g.region_count,
-            super::extent_map::MAX_REGIONS
-        )));
-    }
+    check_region_count(&g).map_err(StoreError::NotACache)?;
 
     // The newest checkpoint that verifies.
     let mut candidates = Vec::new();
