@@ -14,7 +14,7 @@ use super::events::Outboxes;
 use crate::callback::{CallbackConfig, Coherent, ObjectRef};
 use crate::cookie::{Cookie, Fscache, FscacheConfig, Volume};
 use crate::io::{self, OpenOptions};
-use crate::store::{FormatOptions, Store, StoreConfig, format};
+use crate::store::{FormatOptions, RecoveryReport, Store, StoreConfig, format};
 
 /// The running service: the store, the cookie layer, the shared volumes.
 pub struct Daemon {
@@ -94,7 +94,7 @@ impl Daemon {
             )
             .with_context(|| format!("opening the cache on {}", cfg.device.display()))?,
         );
-        tracing::info!(device = %cfg.device.display(), engine = engine_name, report = ?store.recovery_report(), "cache open");
+        log_recovery(&cfg.device, engine_name, store.recovery_report());
         let cache = Arc::new(Fscache::new(
             store.clone(),
             FscacheConfig {
@@ -254,6 +254,40 @@ impl Daemon {
         for (_, key) in conn.volumes {
             self.release_volume(&key, false);
         }
+    }
+}
+
+/// Say how the cache was found: one line at INFO when all is well, and a
+/// WARN for what recovery had to drop or repair. Where log replay stopped
+/// is only news at DEBUG: a log ends at a block never written (or one of
+/// an older lap), which is how every log ends.
+fn log_recovery(device: &std::path::Path, engine: &str, r: &RecoveryReport) {
+    tracing::info!(
+        device = %device.display(),
+        engine,
+        clean_shutdown = r.clean_shutdown,
+        log_blocks_replayed = r.log_blocks_replayed,
+        log_records_replayed = r.log_records_replayed,
+        "cache open"
+    );
+    tracing::debug!(log_stop = %r.log_stop, checkpoint = ?r.checkpoint, "recovery");
+    if let Some(why) = &r.reset {
+        tracing::warn!(why = %why, "the index was reset to empty");
+    }
+    if r.regions_dropped > 0 {
+        tracing::warn!(
+            regions = r.regions_dropped,
+            "regions whose header did not match their extents: their data dropped"
+        );
+    }
+    for e in r.superblock_errors.iter().chain(&r.checkpoint_errors) {
+        tracing::warn!(error = %e, "a copy did not verify (the other was used)");
+    }
+    if r.dirty_objects > 0 {
+        tracing::info!(
+            objects = r.dirty_objects,
+            "objects modified locally when the cache went down: discarded at their next lookup"
+        );
     }
 }
 
