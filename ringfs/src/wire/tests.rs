@@ -1,7 +1,10 @@
 use super::*;
 
 fn id(n: u64) -> FileId {
-    FileId { ino: n, gen_: n * 7 }
+    FileId {
+        ino: n,
+        gen_: n * 7,
+    }
 }
 
 fn attr() -> AttrReply {
@@ -121,7 +124,11 @@ fn every_request() -> Vec<Request> {
 fn every_request_round_trips() {
     for req in every_request() {
         let bytes = req.encode();
-        assert_eq!(Request::decode(req.op(), &bytes), Ok(req.clone()), "{req:?}");
+        assert_eq!(
+            Request::decode(req.op(), &bytes),
+            Ok(req.clone()),
+            "{req:?}"
+        );
         // Every strict prefix is refused, never a panic.
         for cut in 0..bytes.len() {
             assert!(
@@ -220,7 +227,12 @@ fn header_limits() {
     let f = frame(&h, &[]);
     let hb: [u8; HEADER_LEN] = f.as_slice().try_into().expect("24 bytes");
     assert_eq!(Header::decode(&hb), Ok((h, 0)));
-    for len in [0u32, 19, (HEADER_AFTER_LEN as usize + MAX_PAYLOAD + 1) as u32, u32::MAX] {
+    for len in [
+        0u32,
+        19,
+        (HEADER_AFTER_LEN as usize + MAX_PAYLOAD + 1) as u32,
+        u32::MAX,
+    ] {
         let mut b = hb;
         b[..4].copy_from_slice(&len.to_le_bytes());
         assert_eq!(Header::decode(&b), Err(WireError::FrameLength(len)));
@@ -263,9 +275,21 @@ pub fn malformed_requests() -> Vec<(&'static str, u16, Vec<u8>, Status)> {
     }
     .encode();
     let mut table = Vec::new();
-    let mut push = |what, op, payload: Vec<u8>, status| table.push(Bad { what, op, payload, status });
+    let mut push = |what, op, payload: Vec<u8>, status| {
+        table.push(Bad {
+            what,
+            op,
+            payload,
+            status,
+        })
+    };
     push("unknown op", 999, vec![], Status::UnknownOp);
-    push("lookup, empty payload", op::LOOKUP, vec![], Status::BadRequest);
+    push(
+        "lookup, empty payload",
+        op::LOOKUP,
+        vec![],
+        Status::BadRequest,
+    );
     push(
         "lookup, name length past the end",
         op::LOOKUP,
@@ -277,7 +301,12 @@ pub fn malformed_requests() -> Vec<(&'static str, u16, Vec<u8>, Status)> {
         },
         Status::BadRequest,
     );
-    push("lookup, trailing byte", op::LOOKUP, [good_lookup.clone(), vec![0]].concat(), Status::BadRequest);
+    push(
+        "lookup, trailing byte",
+        op::LOOKUP,
+        [good_lookup.clone(), vec![0]].concat(),
+        Status::BadRequest,
+    );
     for (what, name) in [
         ("lookup of ..", b"..".to_vec()),
         ("lookup of .", b".".to_vec()),
@@ -438,7 +467,10 @@ pub fn malformed_requests() -> Vec<(&'static str, u16, Vec<u8>, Status)> {
         vec![0; 40],
         Status::Version,
     );
-    table.into_iter().map(|b| (b.what, b.op, b.payload, b.status)).collect()
+    table
+        .into_iter()
+        .map(|b| (b.what, b.op, b.payload, b.status))
+        .collect()
 }
 
 fn id_bytes() -> Vec<u8> {
