@@ -31,11 +31,19 @@ fn internal(e: std::io::Error) -> OpError {
 }
 
 impl Server {
+    /// The file's data version; a change nobody reported (a local one
+    /// inotify missed, or one while the server was down) breaks every
+    /// promise on it first.
     fn version(&self, md: &Metadata) -> Result<u64, OpError> {
         let id = super::export::id_of(md);
-        self.versions
+        let (v, changed) = self
+            .versions
             .current(id, Fingerprint::of(md))
-            .map_err(internal)
+            .map_err(internal)?;
+        if changed {
+            self.co.break_local(&[id]);
+        }
+        Ok(v)
     }
 
     fn bump_own(&self, md: &Metadata) -> Result<u64, OpError> {

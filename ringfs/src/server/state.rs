@@ -158,8 +158,8 @@ struct Rec {
     fp: Fingerprint,
     /// The overflow generation this version was last trusted at.
     checked: u64,
-    /// When the server itself last changed the file.
-    own_at: Option<Instant>,
+    /// When the server last changed the file, or saw it as `fp` says.
+    seen_at: Option<Instant>,
 }
 
 struct VersionsInner {
@@ -261,7 +261,7 @@ impl Versions {
                         version,
                         fp,
                         checked: 0,
-                        own_at: None,
+                        seen_at: None,
                     },
                 );
             }
@@ -298,24 +298,26 @@ impl Versions {
 
     /// The file's current data version: assigned at first sight, and new
     /// if the file is not as the version was recorded for (changed
-    /// unseen) or was last trusted before an event-queue overflow.
-    pub fn current(&self, id: FileId, fp: Fingerprint) -> io::Result<u64> {
+    /// unseen) or was last trusted before an event-queue overflow. The
+    /// flag says the version changed for a file that had one: promises
+    /// on it must be broken.
+    pub fn current(&self, id: FileId, fp: Fingerprint) -> io::Result<(u64, bool)> {
         let mut g = self.lock();
         let suspect = g.suspect;
         match g.map.get_mut(&id) {
-            Some(r) if r.fp == fp && r.checked >= suspect => Ok(r.version),
-            Some(r) if r.fp == fp => {
-                r.checked = suspect;
-                // Trusted again only under a new version.
-                g.bump(id, fp, None)
+            Some(r) if r.fp == fp && r.checked >= suspect => {
+                r.seen_at = Some(Instant::now());
+                Ok((r.version, false))
             }
-            _ => g.bump(id, fp, None),
+            // Changed unseen, or trusted again only under a new version.
+            Some(_) => g.bump(id, fp).map(|v| (v, true)),
+            None => g.bump(id, fp).map(|v| (v, false)),
         }
     }
 
     /// The server changed the file's data (or a directory's entries).
     pub fn bump_own(&self, id: FileId, fp: Fingerprint) -> io::Result<u64> {
-        self.lock().bump(id, fp, Some(Instant::now()))
+        self.lock().bump(id, fp)
     }
 
     /// The server changed only the file's attributes: the version stays,
@@ -326,28 +328,30 @@ impl Versions {
         match g.map.get_mut(&id) {
             Some(r) if r.checked >= suspect => {
                 r.fp = fp;
-                r.own_at = Some(Instant::now());
+                r.seen_at = Some(Instant::now());
                 let (v, rec) = (r.version, encode_rec(id, r.version, fp));
                 g.append(&rec)?;
                 Ok(v)
             }
-            _ => g.bump(id, fp, Some(Instant::now())),
+            _ => g.bump(id, fp),
         }
     }
 
     /// An event says a local process changed the file: a new version,
-    /// unless the change is the server's own (the fingerprint the server
-    /// recorded, within [`OWN_WINDOW`]) or nobody was ever told a version.
+    /// unless the file is as the server last saw it within
+    /// [`OWN_WINDOW`] (the event is of the server's own change, or of one
+    /// it already gave a version, and broke, when it saw it), or nobody
+    /// was ever told a version.
     pub fn local_event(&self, id: FileId, fp: Fingerprint) -> io::Result<Option<u64>> {
         let mut g = self.lock();
         let Some(r) = g.map.get(&id) else {
             return Ok(None);
         };
-        let ours = r.fp == fp && r.own_at.is_some_and(|t| t.elapsed() < OWN_WINDOW);
-        if ours {
+        let seen = r.fp == fp && r.seen_at.is_some_and(|t| t.elapsed() < OWN_WINDOW);
+        if seen {
             return Ok(None);
         }
-        g.bump(id, fp, None).map(Some)
+        g.bump(id, fp).map(Some)
     }
 
     /// An event queue overflow: every version is suspect.
@@ -372,18 +376,17 @@ impl Versions {
 }
 
 impl VersionsInner {
-    fn bump(&mut self, id: FileId, fp: Fingerprint, own: Option<Instant>) -> io::Result<u64> {
+    fn bump(&mut self, id: FileId, fp: Fingerprint) -> io::Result<u64> {
         self.high += 1;
         let version = self.high;
         let suspect = self.suspect;
-        let prev_own = self.map.get(&id).and_then(|r| r.own_at);
         self.map.insert(
             id,
             Rec {
                 version,
                 fp,
                 checked: suspect,
-                own_at: own.or(prev_own),
+                seen_at: Some(Instant::now()),
             },
         );
         self.append(&encode_rec(id, version, fp))?;
@@ -443,8 +446,8 @@ mod tests {
         let v2;
         {
             let v = Versions::open(dir.path()).unwrap();
-            v1 = v.current(a, fp(1)).unwrap();
-            assert_eq!(v.current(a, fp(1)).unwrap(), v1);
+            v1 = v.current(a, fp(1)).unwrap().0;
+            assert_eq!(v.current(a, fp(1)).unwrap(), (v1, false));
             // Same fingerprint, own change: still a new version.
             v2 = v.bump_own(a, fp(1)).unwrap();
             assert!(v2 > v1);
@@ -459,7 +462,7 @@ mod tests {
         let v = Versions::open(dir.path()).unwrap();
         // Forgotten in memory only before the restart: the log still
         // has the record, and the high-water mark is kept either way.
-        let again = v.current(FileId { ino: 9, gen_: 9 }, fp(0)).unwrap();
+        let again = v.current(FileId { ino: 9, gen_: 9 }, fp(0)).unwrap().0;
         assert!(again > v2 + 1);
     }
 
@@ -469,7 +472,7 @@ mod tests {
         let a = FileId { ino: 5, gen_: 1 };
         let v1 = {
             let v = Versions::open(dir.path()).unwrap();
-            v.current(a, fp(1)).unwrap()
+            v.current(a, fp(1)).unwrap().0
         };
         let mut f = OpenOptions::new()
             .append(true)
@@ -478,7 +481,10 @@ mod tests {
         f.write_all(&[7u8; 30]).unwrap();
         drop(f);
         let v = Versions::open(dir.path()).unwrap();
-        assert_eq!(v.current(a, fp(1)).unwrap(), v1);
+        assert_eq!(v.current(a, fp(1)).unwrap(), (v1, false));
+        // Changed while nobody looked: a new version, to be broken.
+        let (v2, changed) = v.current(a, fp(3)).unwrap();
+        assert!(v2 > v1 && changed);
     }
 
     #[test]
@@ -486,11 +492,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let v = Versions::open(dir.path()).unwrap();
         let a = FileId { ino: 5, gen_: 1 };
-        let v1 = v.current(a, fp(1)).unwrap();
+        let (v1, _) = v.current(a, fp(1)).unwrap();
         v.suspect_all();
-        let v2 = v.current(a, fp(1)).unwrap();
-        assert_ne!(v1, v2);
-        assert_eq!(v.current(a, fp(1)).unwrap(), v2);
+        let (v2, changed) = v.current(a, fp(1)).unwrap();
+        assert!(v1 != v2 && changed);
+        assert_eq!(v.current(a, fp(1)).unwrap(), (v2, false));
     }
 
     #[test]
