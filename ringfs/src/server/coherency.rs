@@ -478,6 +478,11 @@ impl Coherency {
         }
     }
 
+    /// Whether a change of the file through the server is in progress.
+    pub fn is_changing(&self, file: &FileId) -> bool {
+        lock(&self.files).get(file).is_some_and(|s| s.changing > 0)
+    }
+
     // ---- breaks ----
 
     /// A change of `files` by `by` (None: a local process, already done).

@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
@@ -211,10 +211,22 @@ pub fn open_beneath(dir: &File, name: &[u8], flags: OFlag, mode: Mode) -> Result
     openat2(dir.as_fd(), OsStr::from_bytes(name), how(flags, mode)).map_err(resolve_err)
 }
 
+/// Where each inode number was seen by the last walk of the tree: how an
+/// id the table does not hold (handed out before a restart, or evicted)
+/// is found again.
+struct Hints {
+    names: HashMap<u64, Vec<(Arc<Inode>, Vec<u8>)>>,
+    built: Instant,
+}
+
+/// A walk is not repeated more often than this.
+const HINTS_MIN_AGE: Duration = Duration::from_secs(2);
+
 /// The table of ids handed out.
 pub struct Export {
     pub root: Arc<Inode>,
     table: Mutex<HashMap<FileId, Arc<Inode>>>,
+    hints: Mutex<Option<Hints>>,
     tick: AtomicU64,
     max_files: usize,
     pub read_only: bool,
@@ -247,21 +259,108 @@ impl Export {
         Ok(Export {
             root,
             table: Mutex::new(table),
+            hints: Mutex::new(None),
             tick: AtomicU64::new(0),
             max_files: max_files.max(16),
             read_only,
         })
     }
 
-    /// The inode of an id, or `Stale`.
+    /// The inode of an id: from the table, or found again in the tree
+    /// (an id from before a restart, or evicted); `Stale` if the file is
+    /// gone.
     pub fn get(&self, id: FileId) -> Result<Arc<Inode>, OpError> {
-        let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let ino = t.get(&id).ok_or(OpError::Status(Status::Stale))?;
-        if ino.last_used.load(Ordering::Relaxed) != u64::MAX {
-            ino.last_used
-                .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        {
+            let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(ino) = t.get(&id) {
+                if ino.last_used.load(Ordering::Relaxed) != u64::MAX {
+                    ino.last_used
+                        .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                }
+                return Ok(ino.clone());
+            }
         }
-        Ok(ino.clone())
+        self.find(id)
+    }
+
+    /// Finds an id by its inode number where the last walk saw it,
+    /// walking the tree again if that fails (at most every 2 s).
+    fn find(&self, id: FileId) -> Result<Arc<Inode>, OpError> {
+        let mut hints = self.hints.lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in 0..2 {
+            if let Some(h) = hints.as_ref()
+                && let Some(places) = h.names.get(&id.ino)
+            {
+                for (dir, name) in places {
+                    if let Ok((inode, _)) = self.lookup(dir, name)
+                        && inode.id == id
+                    {
+                        return Ok(inode);
+                    }
+                }
+            }
+            let fresh = hints
+                .as_ref()
+                .is_some_and(|h| h.built.elapsed() < HINTS_MIN_AGE);
+            if attempt == 1 || fresh {
+                break;
+            }
+            *hints = Some(self.walk());
+        }
+        Err(OpError::Status(Status::Stale))
+    }
+
+    /// Every name in the tree by inode number (readdir only: no stat but
+    /// for directories, which are opened to go on).
+    fn walk(&self) -> Hints {
+        let started = Instant::now();
+        let mut names: HashMap<u64, Vec<(Arc<Inode>, Vec<u8>)>> = HashMap::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(f) = dir.reopen(OFlag::O_RDONLY) else {
+                continue;
+            };
+            let Ok(mut listing) = nix::dir::Dir::from_fd(f.into()) else {
+                continue;
+            };
+            for e in listing.iter().flatten() {
+                let name = e.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                names
+                    .entry(e.ino())
+                    .or_default()
+                    .push((dir.clone(), name.to_vec()));
+                if matches!(e.file_type(), Some(nix::dir::Type::Directory) | None)
+                    && let Ok(fd) = open_beneath(
+                        &dir.path,
+                        name,
+                        OFlag::O_PATH | OFlag::O_DIRECTORY,
+                        Mode::empty(),
+                    )
+                {
+                    let path = File::from(fd);
+                    if let Ok(md) = path.metadata() {
+                        stack.push(Arc::new(Inode {
+                            id: id_of(&md),
+                            kind: FileKind::Dir,
+                            path,
+                            last_used: AtomicU64::new(0),
+                        }));
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            inodes = names.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "walked the export to find ids handed out earlier"
+        );
+        Hints {
+            names,
+            built: Instant::now(),
+        }
     }
 
     /// The inode of a directory id.

@@ -195,6 +195,11 @@ impl Watcher {
     fn local_change_of(&self, f: &File) -> Option<FileId> {
         let md = f.metadata().ok()?;
         let id = id_of(&md);
+        if self.srv.co.is_changing(&id) {
+            // The server is changing it: the change's own break and
+            // version cover whatever this event saw.
+            return None;
+        }
         match self.srv.versions.local_event(id, Fingerprint::of(&md)) {
             Ok(Some(_)) => Some(id),
             Ok(None) => None,
