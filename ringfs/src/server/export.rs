@@ -211,11 +211,14 @@ pub fn open_beneath(dir: &File, name: &[u8], flags: OFlag, mode: Mode) -> Result
     openat2(dir.as_fd(), OsStr::from_bytes(name), how(flags, mode)).map_err(resolve_err)
 }
 
+/// A directory and a name in it.
+type Place = (Arc<Inode>, Vec<u8>);
+
 /// Where each inode number was seen by the last walk of the tree: how an
 /// id the table does not hold (handed out before a restart, or evicted)
 /// is found again.
 struct Hints {
-    names: HashMap<u64, Vec<(Arc<Inode>, Vec<u8>)>>,
+    names: HashMap<u64, Vec<Place>>,
     built: Instant,
 }
 
@@ -314,7 +317,7 @@ impl Export {
     /// for directories, which are opened to go on).
     fn walk(&self) -> Hints {
         let started = Instant::now();
-        let mut names: HashMap<u64, Vec<(Arc<Inode>, Vec<u8>)>> = HashMap::new();
+        let mut names: HashMap<u64, Vec<Place>> = HashMap::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(f) = dir.reopen(OFlag::O_RDONLY) else {
