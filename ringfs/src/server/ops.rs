@@ -170,13 +170,29 @@ impl Server {
                     return Err(OpError::Os(Errno::EPERM));
                 }
                 let change = self.co.change(&[d.id, i.id], Some(client));
-                nix::unistd::linkat(
-                    AT_FDCWD,
-                    i.proc_path().as_str(),
+                // The descriptor itself (needs CAP_DAC_READ_SEARCH); else,
+                // for anything but a symlink (which the magic link could
+                // follow), through /proc.
+                let direct = nix::unistd::linkat(
+                    i.path.as_fd(),
+                    "",
                     d.path.as_fd(),
                     OsStr::from_bytes(name),
-                    AtFlags::AT_SYMLINK_FOLLOW,
-                )?;
+                    AtFlags::AT_EMPTY_PATH,
+                );
+                match direct {
+                    Ok(()) => {}
+                    Err(Errno::ENOENT | Errno::EPERM) if i.kind != FileKind::Symlink => {
+                        nix::unistd::linkat(
+                            AT_FDCWD,
+                            i.proc_path().as_str(),
+                            d.path.as_fd(),
+                            OsStr::from_bytes(name),
+                            AtFlags::AT_SYMLINK_FOLLOW,
+                        )?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 self.bump_own(&d.stat()?)?;
                 let md = i.stat()?;
                 let v = self.refresh_own(&md)?;
