@@ -54,8 +54,10 @@ impl Topology {
             let ns = format!("rfs{tag}{pid}c{i}");
             ip(&["netns", "add", &ns])?;
             t.client_ns.push(ns.clone());
-            let a = format!("rs{pid}{i}");
-            let b = format!("rc{pid}{i}");
+            // Interface names: at most 15 bytes, unique per test.
+            let t1 = tag.chars().next().unwrap_or('x');
+            let a = format!("rs{t1}{pid}{i}");
+            let b = format!("rc{t1}{pid}{i}");
             ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
             t.server_if.push(a.clone());
             ip(&["link", "set", &a, "netns", &server_ns])?;
