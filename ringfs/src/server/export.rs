@@ -68,6 +68,10 @@ pub struct Inode {
     pub kind: FileKind,
     /// `O_PATH` descriptor of the file.
     pub path: File,
+    /// A read-only descriptor, opened at the first read and kept (a
+    /// writable one is not kept: it would make executing the file fail
+    /// with ETXTBSY).
+    reader: Mutex<Option<Arc<File>>>,
     last_used: AtomicU64,
 }
 
@@ -81,6 +85,17 @@ impl Inode {
     /// opened for I/O (the magic link names this very inode).
     pub fn proc_path(&self) -> String {
         format!("/proc/self/fd/{}", self.path.as_raw_fd())
+    }
+
+    /// The kept read-only descriptor of a regular file.
+    pub fn reader(&self) -> Result<Arc<File>, OpError> {
+        let mut r = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = r.as_ref() {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(self.reopen(OFlag::O_RDONLY)?);
+        *r = Some(f.clone());
+        Ok(f)
     }
 
     /// Opens the file itself for I/O.
@@ -97,21 +112,13 @@ impl Inode {
         if self.kind != FileKind::File {
             return Err(OpError::Os(Errno::EINVAL));
         }
+        // The magic link names this very inode (a regular file, checked
+        // above), never a path: it cannot lead out of the export.
         let fd = nix::fcntl::open(
             self.proc_path().as_str(),
-            flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY,
+            flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
             Mode::empty(),
-        );
-        // O_NOFOLLOW refuses the magic link itself on some kernels:
-        // retry without it (the link names this inode, never a path).
-        let fd = match fd {
-            Err(Errno::ELOOP) => nix::fcntl::open(
-                self.proc_path().as_str(),
-                flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-                Mode::empty(),
-            )?,
-            other => other?,
-        };
+        )?;
         Ok(File::from(fd))
     }
 }
@@ -255,6 +262,7 @@ impl Export {
             id: id_of(&md),
             kind: FileKind::Dir,
             path,
+            reader: Mutex::new(None),
             last_used: AtomicU64::new(u64::MAX),
         });
         let mut table = HashMap::new();
@@ -349,6 +357,7 @@ impl Export {
                             id: id_of(&md),
                             kind: FileKind::Dir,
                             path,
+                            reader: Mutex::new(None),
                             last_used: AtomicU64::new(0),
                         }));
                     }
@@ -405,6 +414,7 @@ impl Export {
             id,
             kind: kind_of(&md),
             path,
+            reader: Mutex::new(None),
             last_used: AtomicU64::new(tick),
         });
         t.insert(id, inode.clone());

@@ -161,16 +161,12 @@ impl Running {
             std::thread::Builder::new()
                 .name("ringfs-housekeeping".into())
                 .spawn(move || {
-                    let mut n = 0u64;
                     loop {
                         std::thread::sleep(Duration::from_secs(1));
                         if let Err(e) = srv.versions.sync() {
                             tracing::error!("syncing the data version log: {e}");
                         }
-                        n += 1;
-                        if n.is_multiple_of(5) {
-                            srv.co.sweep(srv.cfg.client_timeout);
-                        }
+                        srv.co.sweep(srv.cfg.client_timeout);
                     }
                 })
                 .map_err(ServerError::Thread)?;

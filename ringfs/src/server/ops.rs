@@ -249,7 +249,7 @@ impl Server {
         // than the data (a local change in between changes it again).
         let before = i.stat()?;
         let v = self.version(&before)?;
-        let f = i.reopen(OFlag::O_RDONLY)?;
+        let f = i.reader()?;
         let want = (len as usize).min(MAX_DATA);
         let mut data = vec![0u8; want];
         let mut got = 0;
