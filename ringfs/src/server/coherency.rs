@@ -729,6 +729,62 @@ mod tests {
         assert!(matches!(k.begin(9, 3), KeptState::Full));
     }
 
+    /// A connected pair of sockets: the server's end in a Conn, and the
+    /// client's end to read from.
+    fn pair(gen_: u64) -> (Arc<Conn>, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        c.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        (Arc::new(Conn::new(s, gen_).expect("conn")), c)
+    }
+
+    fn next_break(c: &mut TcpStream) -> (Header, Break) {
+        let mut p = Vec::new();
+        let h = crate::wire::read_frame(c, &mut p).expect("a frame");
+        assert_eq!(h.kind, Kind::Break as u8);
+        (h, Break::decode(&p).expect("a break"))
+    }
+
+    #[test]
+    fn a_whole_server_break_reaches_everyone_and_is_owed_by_the_absent() {
+        let co = Coherency::new(Duration::from_secs(60), Duration::from_millis(50));
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        let (ca, mut ra) = pair(1);
+        let (cb, _rb) = pair(2);
+        co.attach(a, 1, "a".into(), ca, 8).expect("attach a");
+        co.attach(b, 1, "b".into(), cb, 8).expect("attach b");
+        co.detach(&b, 2);
+        co.break_all(BreakReason::Overflow);
+        let (h, brk) = next_break(&mut ra);
+        assert_eq!(brk.scope, BreakScope::All);
+        assert_eq!(brk.reason, BreakReason::Overflow);
+        assert_eq!(h.flags & BREAK_FLAG_OWED, 0);
+        // B was away: it owes the break, delivered before its next reply.
+        let (cb, mut rb) = pair(3);
+        let att = co.attach(b, 1, "b".into(), cb, 8).expect("attach b again");
+        assert!(att.resumed);
+        co.deliver_owed(&b);
+        let (h, brk) = next_break(&mut rb);
+        assert_eq!((brk.scope, brk.reason), (BreakScope::All, BreakReason::Overflow));
+        assert_ne!(h.flags & BREAK_FLAG_OWED, 0);
+        // A never acknowledged: past the timeout it owes it too.
+        std::thread::sleep(Duration::from_millis(80));
+        co.deliver_owed(&a);
+        let (h, _) = next_break(&mut ra);
+        assert_ne!(h.flags & BREAK_FLAG_OWED, 0);
+    }
+
+    #[test]
+    fn owed_breaks_collapse_into_a_whole_server_break() {
+        let mut st = ClientState::new(1, "c".into());
+        for ino in 0..=MAX_OWED as u64 {
+            st.owe(BreakScope::File(FileId { ino, gen_: 0 }), BreakReason::Client);
+        }
+        assert!(st.owed_files.is_empty());
+        assert_eq!(st.owed_all, Some(BreakReason::OwedCollapsed));
+    }
+
     #[test]
     fn a_promise_taken_during_a_change_is_worthless() {
         let co = Coherency::new(Duration::from_secs(60), Duration::from_millis(10));
