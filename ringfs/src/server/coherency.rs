@@ -735,7 +735,8 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
         let (s, _) = l.accept().expect("accept");
-        c.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        c.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         (Arc::new(Conn::new(s, gen_).expect("conn")), c)
     }
 
@@ -766,7 +767,10 @@ mod tests {
         assert!(att.resumed);
         co.deliver_owed(&b);
         let (h, brk) = next_break(&mut rb);
-        assert_eq!((brk.scope, brk.reason), (BreakScope::All, BreakReason::Overflow));
+        assert_eq!(
+            (brk.scope, brk.reason),
+            (BreakScope::All, BreakReason::Overflow)
+        );
         assert_ne!(h.flags & BREAK_FLAG_OWED, 0);
         // A never acknowledged: past the timeout it owes it too.
         std::thread::sleep(Duration::from_millis(80));
@@ -779,7 +783,10 @@ mod tests {
     fn owed_breaks_collapse_into_a_whole_server_break() {
         let mut st = ClientState::new(1, "c".into());
         for ino in 0..=MAX_OWED as u64 {
-            st.owe(BreakScope::File(FileId { ino, gen_: 0 }), BreakReason::Client);
+            st.owe(
+                BreakScope::File(FileId { ino, gen_: 0 }),
+                BreakReason::Client,
+            );
         }
         assert!(st.owed_files.is_empty());
         assert_eq!(st.owed_all, Some(BreakReason::OwedCollapsed));
