@@ -4,10 +4,9 @@
 //! Lock order: `files` and `clients` are never held together; a
 //! connection's writer lock is taken with neither held.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,47 +27,128 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The sending side of a connection.
+/// Replies queued per connection before the worker waits (back-pressure).
+const MAX_QUEUED_REPLIES: usize = 8;
+/// Urgent frames (breaks, pongs, errors) queued per connection; beyond
+/// this a break is not sent (it becomes owed).
+const MAX_QUEUED_URGENT: usize = 4096;
+
+#[derive(Default)]
+struct OutQ {
+    urgent: VecDeque<Vec<u8>>,
+    replies: VecDeque<Vec<u8>>,
+    closing: bool,
+    dead: bool,
+}
+
+#[derive(Default)]
+struct Outbox {
+    q: Mutex<OutQ>,
+    cv: Condvar,
+}
+
+/// The sending side of a connection: a writer thread drains two queues,
+/// urgent frames first, so a break is never held up behind replies and
+/// never blocks the thread that breaks.
 pub struct Conn {
-    pub stream: Mutex<TcpStream>,
-    /// Another handle on the socket, to shut it down while a writer
-    /// blocks.
+    out: Arc<Outbox>,
+    /// Another handle on the socket, to shut it down.
     ctl: TcpStream,
     pub gen_: u64,
-    closed: AtomicBool,
 }
 
 impl Conn {
     pub fn new(stream: TcpStream, gen_: u64) -> io::Result<Conn> {
-        Ok(Conn {
-            ctl: stream.try_clone()?,
-            stream: Mutex::new(stream),
-            gen_,
-            closed: AtomicBool::new(false),
-        })
+        let ctl = stream.try_clone()?;
+        let out = Arc::new(Outbox::default());
+        {
+            let out = out.clone();
+            let ctl = stream.try_clone()?;
+            std::thread::Builder::new()
+                .name("ringfs-writer".into())
+                .spawn(move || write_loop(&out, stream, &ctl))?;
+        }
+        Ok(Conn { out, ctl, gen_ })
     }
 
-    /// Writes one whole frame.
-    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        if self.closed.load(Ordering::Relaxed) {
+    /// Queues a reply, waiting while too many are queued.
+    pub fn send(&self, frame: Vec<u8>) -> io::Result<()> {
+        let mut q = lock(&self.out.q);
+        while q.replies.len() >= MAX_QUEUED_REPLIES && !q.dead && !q.closing {
+            q = self.out.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if q.dead || q.closing {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        let r = lock(&self.stream).write_all(bytes);
-        if r.is_err() {
-            self.close();
-        }
-        r
+        q.replies.push_back(frame);
+        self.out.cv.notify_all();
+        Ok(())
     }
 
-    /// Shuts the socket down both ways (its reader then ends).
+    /// Queues an urgent frame without waiting; false if it was not queued.
+    pub fn send_urgent(&self, frame: Vec<u8>) -> bool {
+        let mut q = lock(&self.out.q);
+        if q.dead || q.closing || q.urgent.len() >= MAX_QUEUED_URGENT {
+            return false;
+        }
+        q.urgent.push_back(frame);
+        self.out.cv.notify_all();
+        true
+    }
+
+    /// Sends what is queued, then shuts the socket down (its reader then
+    /// ends).
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        lock(&self.out.q).closing = true;
+        self.out.cv.notify_all();
+    }
+
+    /// Shuts the socket down at once.
+    pub fn abort(&self) {
+        lock(&self.out.q).dead = true;
+        self.out.cv.notify_all();
         let _ = self.ctl.shutdown(Shutdown::Both);
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        let q = lock(&self.out.q);
+        q.closing || q.dead
     }
+}
+
+fn write_loop(out: &Outbox, mut stream: TcpStream, ctl: &TcpStream) {
+    loop {
+        let frame = {
+            let mut q = lock(&out.q);
+            loop {
+                if q.dead {
+                    break None;
+                }
+                if let Some(f) = q.urgent.pop_front() {
+                    break Some(f);
+                }
+                if let Some(f) = q.replies.pop_front() {
+                    out.cv.notify_all();
+                    break Some(f);
+                }
+                if q.closing {
+                    break None;
+                }
+                q = out.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let Some(f) = frame else { break };
+        if stream.write_all(&f).is_err() {
+            break;
+        }
+    }
+    let mut q = lock(&out.q);
+    q.dead = true;
+    q.urgent.clear();
+    q.replies.clear();
+    drop(q);
+    out.cv.notify_all();
+    let _ = ctl.shutdown(Shutdown::Both);
 }
 
 /// A kept reply's slot.
@@ -415,7 +495,8 @@ impl Coherency {
             (conn, frames)
         };
         for f in frames {
-            if conn.send(&f).is_err() {
+            // Not queued: still pending, so owed again at its deadline.
+            if !conn.send_urgent(f) {
                 break;
             }
         }
@@ -566,7 +647,7 @@ impl Coherency {
             }
         }
         for (conn, f) in frames {
-            let _ = conn.send(&f);
+            conn.send_urgent(f);
         }
     }
 
@@ -608,8 +689,8 @@ impl Coherency {
             }
         }
         for (conn, f) in frames {
-            // A failed send leaves the break pending: it becomes owed.
-            let _ = conn.send(&f);
+            // A break not queued stays pending: it becomes owed.
+            conn.send_urgent(f);
         }
         out
     }

@@ -5,9 +5,9 @@
 
 use std::io::{self, Read};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::wire::{
@@ -26,10 +26,36 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_INFLIGHT: usize = 64;
 /// Kept replies per client.
 pub const MAX_KEPT: usize = 256;
+/// Request payload bytes a connection may have waiting at the server;
+/// beyond it the reader stops reading until the worker catches up.
+pub const MAX_INFLIGHT_BYTES: usize = 8 << 20;
 /// A write to a client that blocks longer closes its connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 static CONN_GEN: AtomicU64 = AtomicU64::new(1);
+
+/// Payload bytes queued for the worker (back-pressure, never a drop).
+#[derive(Default)]
+struct Budget {
+    used: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Budget {
+    fn take(&self, n: usize) {
+        let mut u = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *u > 0 && *u + n > MAX_INFLIGHT_BYTES {
+            u = self.cv.wait(u).unwrap_or_else(|p| p.into_inner());
+        }
+        *u += n;
+    }
+
+    fn give(&self, n: usize) {
+        let mut u = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        *u = u.saturating_sub(n);
+        self.cv.notify_all();
+    }
+}
 
 enum Got {
     Frame(Header, Vec<u8>),
@@ -127,14 +153,14 @@ pub fn serve_connection(srv: Arc<Server>, mut stream: TcpStream) {
             Got::Idle if idle.elapsed() < IDLE_TIMEOUT => continue,
             Got::Idle | Got::Closed => return,
             Got::Bad(msg) => {
-                let _ = conn.send(&error_frame(Status::BadFrame, &msg));
+                let _ = conn.send(error_frame(Status::BadFrame, &msg));
                 conn.close();
                 return;
             }
         }
     };
     if h.kind != Kind::Request as u8 || h.op != op::HELLO {
-        let _ = conn.send(&reply_frame(&h, 0, &status_payload(Status::NotGreeted, 0)));
+        let _ = conn.send(reply_frame(&h, 0, &status_payload(Status::NotGreeted, 0)));
         conn.close();
         return;
     }
@@ -143,12 +169,12 @@ pub fn serve_connection(srv: Arc<Server>, mut stream: TcpStream) {
         Ok(_) => return,
         Err(e @ (WireError::Magic | WireError::Version(_))) => {
             tracing::info!(%peer, "greeting refused: {e}");
-            let _ = conn.send(&reply_frame(&h, 0, &encode_version_refusal()));
+            let _ = conn.send(reply_frame(&h, 0, &encode_version_refusal()));
             conn.close();
             return;
         }
         Err(e) => {
-            let _ = conn.send(&reply_frame(&h, 0, &status_payload(e.status(), 0)));
+            let _ = conn.send(reply_frame(&h, 0, &status_payload(e.status(), 0)));
             conn.close();
             return;
         }
@@ -164,13 +190,13 @@ pub fn serve_connection(srv: Arc<Server>, mut stream: TcpStream) {
     ) {
         Ok(a) => a,
         Err(status) => {
-            let _ = conn.send(&reply_frame(&h, 0, &status_payload(status, 0)));
+            let _ = conn.send(reply_frame(&h, 0, &status_payload(status, 0)));
             conn.close();
             return;
         }
     };
     if let Some(old) = attached.replaced {
-        let _ = old.send(&error_frame(Status::Replaced, "the client connected again"));
+        let _ = old.send(error_frame(Status::Replaced, "the client connected again"));
         old.close();
     }
     tracing::info!(%peer, client = %name, resumed = attached.resumed, "client connected");
@@ -190,7 +216,7 @@ pub fn serve_connection(srv: Arc<Server>, mut stream: TcpStream) {
         resumed: attached.resumed,
     };
     if conn
-        .send(&reply_frame(
+        .send(reply_frame(
             &h,
             0,
             &encode_reply(Status::Ok, 0, &ReplyBody::Welcome(welcome)),
@@ -201,32 +227,39 @@ pub fn serve_connection(srv: Arc<Server>, mut stream: TcpStream) {
         return;
     }
 
-    let (tx, rx) = sync_channel::<(Header, Request)>(MAX_INFLIGHT);
+    let (tx, rx) = sync_channel::<Queued>(MAX_INFLIGHT);
+    let budget = Arc::new(Budget::default());
     let worker = {
         let srv = srv.clone();
         let conn = conn.clone();
         let kept = attached.kept.clone();
+        let budget = budget.clone();
         std::thread::Builder::new()
             .name("ringfs-worker".into())
-            .spawn(move || work(&srv, &conn, key, &kept, rx))
+            .spawn(move || work(&srv, &conn, key, &kept, &budget, rx))
     };
     if worker.is_err() {
         conn.close();
         srv.co.detach(&key, gen_);
         return;
     }
-    read_loop(&srv, &conn, &mut stream, key, &tx);
+    read_loop(&srv, &conn, &mut stream, key, &tx, &budget);
     drop(tx);
     srv.co.detach(&key, gen_);
+    conn.close();
     tracing::info!(%peer, client = %name, "connection ended");
 }
+
+/// A request waiting for the worker, and its payload's size.
+type Queued = (Header, Request, usize);
 
 fn read_loop(
     srv: &Server,
     conn: &Conn,
     stream: &mut TcpStream,
     key: ClientKey,
-    tx: &SyncSender<(Header, Request)>,
+    tx: &SyncSender<Queued>,
+    budget: &Budget,
 ) {
     let mut last = Instant::now();
     loop {
@@ -238,7 +271,7 @@ fn read_loop(
             Got::Idle if last.elapsed() < IDLE_TIMEOUT => continue,
             Got::Idle | Got::Closed => return,
             Got::Bad(msg) => {
-                let _ = conn.send(&error_frame(Status::BadFrame, &msg));
+                let _ = conn.send(error_frame(Status::BadFrame, &msg));
                 conn.close();
                 return;
             }
@@ -250,13 +283,14 @@ fn read_loop(
             return;
         };
         let ack = srv.co.received(&key);
+        // Answers from the reader never wait behind the worker's replies.
         let answer = |status: Status| {
-            let _ = conn.send(&reply_frame(&h, ack, &status_payload(status, 0)));
+            conn.send_urgent(reply_frame(&h, ack, &status_payload(status, 0)));
         };
         match Kind::from_u8(h.kind) {
             Ok(Kind::BreakAck) => {
                 if h.flags != 0 || h.op != 0 || !payload.is_empty() {
-                    let _ = conn.send(&error_frame(
+                    conn.send_urgent(error_frame(
                         Status::BadRequest,
                         "a BreakAck has no flags, op or payload",
                     ));
@@ -290,14 +324,19 @@ fn read_loop(
                     answer(Status::OldSeq);
                     continue;
                 }
-                match tx.try_send((h, req)) {
+                let cost = payload.len();
+                budget.take(cost);
+                match tx.try_send((h, req, cost)) {
                     Ok(()) => {}
-                    Err(TrySendError::Full(_)) => answer(Status::Busy),
+                    Err(TrySendError::Full(_)) => {
+                        budget.give(cost);
+                        answer(Status::Busy);
+                    }
                     Err(TrySendError::Disconnected(_)) => return,
                 }
             }
             Ok(_) | Err(_) => {
-                let _ = conn.send(&error_frame(
+                conn.send_urgent(error_frame(
                     Status::BadKind,
                     &format!("frame kind {} is not one a client sends", h.kind),
                 ));
@@ -311,35 +350,52 @@ fn work(
     conn: &Conn,
     key: ClientKey,
     kept: &super::coherency::Kept,
-    rx: Receiver<(Header, Request)>,
+    budget: &Budget,
+    rx: Receiver<Queued>,
 ) {
-    for (h, req) in rx {
-        srv.co.deliver_owed(&key);
-        if req == Request::Farewell {
-            srv.co.farewell(&key);
-            let _ = conn.send(&reply_frame(&h, h.seq, &status_payload(Status::Ok, 0)));
-            conn.close();
-            return;
+    for (h, req, cost) in rx {
+        // Requests left when the connection closed are not served (the
+        // client resends them) but still give their bytes back, so that a
+        // reader waiting for room goes on to see the end.
+        if !conn.is_closed() {
+            serve_one(srv, conn, key, kept, h, &req);
         }
-        let payload = if req.is_kept() {
-            match kept.begin(h.seq, MAX_KEPT) {
-                KeptState::Done(p) => p,
-                KeptState::Full => Arc::new(status_payload(Status::Busy, 0)),
-                KeptState::New => {
-                    let p = Arc::new(execute(srv, &key, &req));
-                    kept.finish(h.seq, p.clone());
-                    p
-                }
-            }
-        } else {
-            Arc::new(execute(srv, &key, &req))
-        };
-        let ack = srv.co.received(&key);
-        if conn.send(&reply_frame(&h, ack, &payload)).is_err() {
-            // The client resends on its next connection.
-            continue;
-        }
+        budget.give(cost);
     }
+}
+
+fn serve_one(
+    srv: &Server,
+    conn: &Conn,
+    key: ClientKey,
+    kept: &super::coherency::Kept,
+    h: Header,
+    req: &Request,
+) {
+    srv.co.deliver_owed(&key);
+    if *req == Request::Farewell {
+        srv.co.farewell(&key);
+        let _ = conn.send(reply_frame(&h, h.seq, &status_payload(Status::Ok, 0)));
+        conn.close();
+        return;
+    }
+    let payload = if req.is_kept() {
+        match kept.begin(h.seq, MAX_KEPT) {
+            KeptState::Done(p) => p,
+            KeptState::Full => Arc::new(status_payload(Status::Busy, 0)),
+            KeptState::New => {
+                let p = Arc::new(execute(srv, &key, req));
+                kept.finish(h.seq, p.clone());
+                p
+            }
+        }
+    } else {
+        Arc::new(execute(srv, &key, req))
+    };
+    let ack = srv.co.received(&key);
+    // A reply that cannot be sent is resent from the kept replies, or
+    // served again, when the client resends on its next connection.
+    let _ = conn.send(reply_frame(&h, ack, &payload));
 }
 
 fn execute(srv: &Server, key: &ClientKey, req: &Request) -> Vec<u8> {

@@ -147,8 +147,14 @@ impl Fingerprint {
     pub fn of(md: &fs::Metadata) -> Fingerprint {
         Fingerprint {
             size: md.size(),
-            mtime_ns: md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec(),
-            ctime_ns: md.ctime().saturating_mul(1_000_000_000) + md.ctime_nsec(),
+            mtime_ns: md
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.mtime_nsec()),
+            ctime_ns: md
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.ctime_nsec()),
         }
     }
 }
