@@ -20,6 +20,8 @@ use super::coherency::{ClientKey, Conn, KeptState, error_frame};
 
 /// A frame must arrive whole within this time of its first byte.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection must greet within this time.
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no frame for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests of one client waiting at the server.
@@ -150,7 +152,7 @@ pub fn serve_connection(srv: Arc<Server>, mut stream: TcpStream) {
     let (h, payload) = loop {
         match read_timed(&mut stream) {
             Got::Frame(h, p) => break (h, p),
-            Got::Idle if idle.elapsed() < IDLE_TIMEOUT => continue,
+            Got::Idle if idle.elapsed() < GREETING_TIMEOUT => continue,
             Got::Idle | Got::Closed => return,
             Got::Bad(msg) => {
                 let _ = conn.send(error_frame(Status::BadFrame, &msg));

@@ -22,6 +22,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -171,14 +172,29 @@ impl Running {
                 })
                 .map_err(ServerError::Thread)?;
         }
+        // Connections greeted or not: a flood of connections that never
+        // greet cannot take more threads than this.
+        let max_conns = srv.cfg.max_clients.saturating_mul(2).saturating_add(16);
+        let open = Arc::new(AtomicUsize::new(0));
         for stream in self.listener.incoming() {
             match stream {
                 Ok(s) => {
+                    if open.load(Ordering::Relaxed) >= max_conns {
+                        tracing::warn!("{max_conns} connections open: refusing another");
+                        drop(s);
+                        continue;
+                    }
+                    open.fetch_add(1, Ordering::Relaxed);
                     let srv = srv.clone();
-                    if let Err(e) = std::thread::Builder::new()
+                    let open2 = open.clone();
+                    let spawned = std::thread::Builder::new()
                         .name("ringfs-conn".into())
-                        .spawn(move || conn::serve_connection(srv, s))
-                    {
+                        .spawn(move || {
+                            conn::serve_connection(srv, s);
+                            open2.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    if let Err(e) = spawned {
+                        open.fetch_sub(1, Ordering::Relaxed);
                         tracing::error!("no thread for a connection: {e}");
                     }
                 }

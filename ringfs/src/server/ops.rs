@@ -539,10 +539,11 @@ impl Server {
             Ok(md) if md.nlink() > 0 && !is_dir => {
                 self.refresh_own(&md)?;
             }
-            _ => {
-                self.versions.forget(child.id);
-                self.export.forget(child.id);
-            }
+            // The last name is gone: its version record goes (a log that
+            // only grows otherwise). The id stays in the table, so that a
+            // client that has the file open reads on, as on a local file
+            // system, until the table drops it.
+            _ => self.versions.forget(child.id),
         }
         change.finish(None);
         Ok(ReplyBody::Empty)
@@ -594,10 +595,7 @@ impl Server {
                 Ok(md) if md.nlink() > 0 && r.kind != FileKind::Dir => {
                     self.refresh_own(&md)?;
                 }
-                _ => {
-                    self.versions.forget(r.id);
-                    self.export.forget(r.id);
-                }
+                _ => self.versions.forget(r.id),
             }
         }
         change.finish(None);
