@@ -92,6 +92,12 @@ fn kill9_while_two_clients_write_loses_and_repeats_nothing() {
         srv.kill9();
         thread::sleep(Duration::from_millis(300));
         srv.restart();
+        // Both clients back on the new epoch before the next kill.
+        let t = std::time::Instant::now();
+        while a.epoch() != srv.epoch || b.epoch() != srv.epoch {
+            assert!(t.elapsed() < Duration::from_secs(20), "clients reconnected");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
