@@ -93,8 +93,11 @@ impl Server {
                 // The looker's promise on the directory's entries.
                 let td = self.co.promise_begin(d.id, client);
                 let (child, _) = self.export.lookup(&d, name)?;
-                let a = self.attr_reply(&child, client)?;
-                self.co.promise_end(td);
+                let mut a = self.attr_reply(&child, client)?;
+                // The name may have changed meanwhile: then no promise.
+                if self.co.promise_end(td) == 0 {
+                    a.promise_ms = 0;
+                }
                 Ok(ReplyBody::Attr(a))
             }
             Request::GetAttr { id } => {
