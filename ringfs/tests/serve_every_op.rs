@@ -55,3 +55,62 @@ fn a_read_only_export_refuses_every_change() {
     ro(a.link(f, root, b"h").map(drop));
     assert_eq!(std::fs::read(d.export.join("f")).expect("read"), b"data");
 }
+
+#[test]
+fn the_server_refuses_bad_set_ups() {
+    let d = dirs();
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringfs"))
+            .args(args)
+            .output()
+            .expect("run ringfs")
+    };
+    let export = d.export.as_os_str();
+    let listen = std::ffi::OsStr::new("127.0.0.1:0");
+    // A state directory inside the export.
+    let inside = d.export.join("state");
+    let out = run(&[
+        "serve".as_ref(),
+        export,
+        "--listen".as_ref(),
+        listen,
+        "--state".as_ref(),
+        inside.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the export"));
+    // An export that does not exist.
+    let missing = d.tmp.path().join("missing");
+    let state = d.state.as_os_str();
+    let out = run(&[
+        "serve".as_ref(),
+        missing.as_os_str(),
+        "--listen".as_ref(),
+        listen,
+        "--state".as_ref(),
+        state,
+    ]);
+    assert!(!out.status.success());
+    // A state directory already in use by a running server.
+    let _srv = ServerProc::start(&d.export, &d.state, &[]);
+    let out = run(&[
+        "serve".as_ref(),
+        export,
+        "--listen".as_ref(),
+        listen,
+        "--state".as_ref(),
+        state,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    // A promise of 0 s is refused by the command line.
+    let out = run(&[
+        "serve".as_ref(),
+        export,
+        "--listen".as_ref(),
+        listen,
+        "--promise-secs".as_ref(),
+        "0".as_ref(),
+    ]);
+    assert!(!out.status.success());
+}
