@@ -890,3 +890,45 @@ pub fn read_one(r: &mut impl Read) -> Result<(Header, Vec<u8>), wire::FrameError
     let h = read_frame(r, &mut p)?;
     Ok((h, p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_id_is_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client-id");
+        let id = load_or_create_client_id(&path).unwrap();
+        assert_eq!(load_or_create_client_id(&path).unwrap(), id);
+        assert_eq!(id[6] >> 4, 4, "a version-4 uuid");
+        std::fs::write(&path, "not hex\n").unwrap();
+        assert!(load_or_create_client_id(&path).is_err());
+        assert_ne!(new_client_id(), new_client_id());
+    }
+
+    #[test]
+    fn the_reply_watermark_is_below_the_oldest_waiting_request() {
+        let mut st = State {
+            next_seq: 10,
+            pending: BTreeMap::new(),
+            welcome: None,
+            connected: false,
+            last_rx: Instant::now(),
+            fatal: None,
+        };
+        assert_eq!(st.watermark(), 9);
+        for seq in [4, 7] {
+            st.pending.insert(
+                seq,
+                Pending {
+                    op: op::READ,
+                    payload: Arc::new(Vec::new()),
+                    repeatable: true,
+                    result: None,
+                },
+            );
+        }
+        assert_eq!(st.watermark(), 3);
+    }
+}
