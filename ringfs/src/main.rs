@@ -55,6 +55,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written is dropped: reporting it would
+        // write to the same stderr, and a closed stderr would panic there.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     match cli.command {

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -37,6 +38,9 @@ fn main() -> Result<()> {
         // Colour codes only for a terminal: journald and log files get
         // plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written is dropped: reporting it would
+        // write to the same stderr, and a closed stderr would panic there.
+        .log_internal_errors(false)
         .init();
     let args = Args::parse();
     let mut cfg = match &args.config {
@@ -57,6 +61,11 @@ fn main() -> Result<()> {
     }
     let socket = cfg.socket.clone();
     run(cfg, move |_| {
-        println!("ringcached: serving on {}", socket.display());
+        // Not println!: a closed stdout must not stop the daemon.
+        let _ = writeln!(
+            std::io::stdout(),
+            "ringcached: serving on {}",
+            socket.display()
+        );
     })
 }

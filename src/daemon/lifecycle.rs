@@ -164,8 +164,11 @@ pub fn run(
             .name("ringcached-signals".into())
             .spawn(move || {
                 if signals.forever().next().is_some() {
-                    tracing::info!("signal received: shutting down");
+                    // Shut down first: logging may fail (stderr a closed
+                    // pipe), and nothing may stand between the signal and
+                    // the shutdown.
                     handle.shutdown();
+                    tracing::info!("signal received: shutting down");
                 }
             })?
     };

@@ -179,6 +179,9 @@ fn main() -> ExitCode {
         // Colour codes only for a terminal: journald and log files get
         // plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written is dropped: reporting it would
+        // write to the same stderr, and a closed stderr would panic there.
+        .log_internal_errors(false)
         .init();
     match cli.cmd {
         Cmd::Inspect { device, json, view } => match run_inspect(&device, json, view) {
