@@ -19,7 +19,7 @@ use super::server::{Daemon, SharedCookie, lock};
 use crate::callback::{
     CallbackError, FetchToken, ObjectRef, Promise, Revalidated, ServerId, Validity,
 };
-use crate::cookie::{Cookie, Volume, WriteOutcome};
+use crate::cookie::{CacheError, Cookie, Volume, WriteOutcome};
 use crate::proto::{Reader, Status, TOKEN_BYTES, Writer};
 
 /// The data version a callback volume's cookie carries as its coherency
@@ -96,19 +96,21 @@ impl Daemon {
         size: u64,
     ) -> Handled {
         let version = data_version_of(aux)?;
-        let (cookie, obj) = {
+        let skey = (vol.key().to_vec(), key.to_vec());
+        // The last handle's release takes the cookie out of the table
+        // before it relinquishes it; an acquire in between finds the old
+        // cookie still live (Busy) for the microseconds until its
+        // relinquishment begins, after which the cookie layer waits for it
+        // by itself. Retry through that window, never longer than this.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let (cookie, obj) = loop {
             let mut shared = lock(&self.shared_cookies);
-            let skey = (vol.key().to_vec(), key.to_vec());
-            match shared.get_mut(&skey) {
-                Some(s) => {
-                    s.refs += 1;
-                    (s.cookie.clone(), s.obj)
-                }
-                None => {
-                    let cookie = self
-                        .cache
-                        .acquire_cookie(vol, key, aux, size)
-                        .map_err(cache_status)?;
+            if let Some(s) = shared.get_mut(&skey) {
+                s.refs += 1;
+                break (s.cookie.clone(), s.obj);
+            }
+            match self.cache.acquire_cookie(vol, key, aux, size) {
+                Ok(cookie) => {
                     let obj = self.coherent.track(vol.key(), key, version);
                     shared.insert(
                         skey,
@@ -118,8 +120,13 @@ impl Daemon {
                             refs: 1,
                         },
                     );
-                    (cookie, obj)
+                    break (cookie, obj);
                 }
+                Err(CacheError::Busy(_)) if Instant::now() < deadline => {
+                    drop(shared);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => return Err(cache_status(e)),
             }
         };
         let mut c = lock(conn);
