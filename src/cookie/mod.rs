@@ -52,6 +52,11 @@ pub use stats::FscacheStats;
 pub use volume::Volume;
 
 use crate::store::StoreError;
+/// The object key under which the cookie layer keeps a volume's coherency
+/// data, as an object of the volume (a key no netfs produces: it starts
+/// with a NUL byte). `ringcache inspect` marks that object as internal.
+pub const VOLUME_COHERENCY_KEY: &[u8] = b"\0volume-coherency";
+
 /// The store's types, re-exported on purpose: the cookie layer's users name
 /// objects, volumes and data segments by them (see `backend.rs`).
 pub use crate::store::{ObjectId, Segment, StoreError as BackendError, VolumeId};

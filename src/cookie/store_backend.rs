@@ -4,9 +4,7 @@
 use super::backend::{CacheBackend, Lookup};
 use crate::store::{ObjectId, Segment, Store, StoreError, VolumeId};
 
-/// Key under which a volume's coherency data is kept, as an object of the
-/// volume (an object key no netfs produces: it starts with a NUL byte).
-const VOLUME_AUX_KEY: &[u8] = b"\0volume-coherency";
+use super::VOLUME_COHERENCY_KEY as VOLUME_AUX_KEY;
 
 impl CacheBackend for Store {
     fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeId, StoreError> {

@@ -93,6 +93,9 @@ pub struct ObjectRow {
     pub dirty: bool,
     pub extents: u64,
     pub bytes_cached: u64,
+    /// The cookie layer's record of its volume's coherency data, not a
+    /// netfs file.
+    pub internal: bool,
 }
 
 /// `inspect DEV object VOLUME KEY`.
@@ -283,6 +286,7 @@ fn object_row(loaded: &Loaded, o: &ObjectView<'_>) -> ObjectRow {
         dirty: o.flags() & OBJECT_FLAG_DIRTY != 0,
         extents: o.extent_count() as u64,
         bytes_cached: object_bytes(o),
+        internal: o.key() == ringcache::cookie::VOLUME_COHERENCY_KEY,
     }
 }
 
@@ -565,6 +569,10 @@ pub fn render_objects(rows: &[ObjectRow]) -> String {
             opt(&r.volume),
             r.key
         );
+        if r.internal {
+            out.pop();
+            out.push_str("  (internal: the volume's coherency data)\n");
+        }
     }
     out
 }
