@@ -1,5 +1,23 @@
 //! Small helpers shared by the binaries.
 
+/// Logging to stderr for `ringcached` and `ringcache`: `RUST_LOG` if set,
+/// else `default_filter`.
+pub fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: journald and log files get
+        // plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written is dropped: reporting it would
+        // write to the same stderr, and a closed stderr would panic there.
+        .log_internal_errors(false)
+        .init();
+}
+
 /// Parse a size such as `4096`, `64K`, `512M`, `1G`, `1GiB` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();

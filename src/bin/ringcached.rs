@@ -29,19 +29,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: journald and log files get
-        // plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A log line that cannot be written is dropped: reporting it would
-        // write to the same stderr, and a closed stderr would panic there.
-        .log_internal_errors(false)
-        .init();
+    ringcache::util::init_logging("info");
     let args = Args::parse();
     let mut cfg = match &args.config {
         Some(path) => {

@@ -170,19 +170,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { .. } | Cmd::Fsck { .. } | Cmd::Stat { .. } => "error",
         Cmd::Bench { .. } => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: journald and log files get
-        // plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A log line that cannot be written is dropped: reporting it would
-        // write to the same stderr, and a closed stderr would panic there.
-        .log_internal_errors(false)
-        .init();
+    ringcache::util::init_logging(default_filter);
     match cli.cmd {
         Cmd::Inspect { device, json, view } => match run_inspect(&device, json, view) {
             Ok(()) => ExitCode::SUCCESS,
