@@ -110,6 +110,9 @@ pub struct ClientConfig {
     /// Called with every event before a break is acknowledged (a FUSE
     /// client invalidates here); events also go to [`Client::next_event`].
     pub on_event: Option<BreakHandler>,
+    /// Queue events for [`Client::next_event`] too (turn off when
+    /// `on_event` handles them all and nobody reads the queue).
+    pub queue_events: bool,
 }
 
 impl ClientConfig {
@@ -121,6 +124,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(120),
             ack_breaks: true,
             on_event: None,
+            queue_events: true,
         }
     }
 }
@@ -565,6 +569,14 @@ impl Client {
         self.call(&Request::Fsync { id, flags }).map(drop)
     }
 
+    /// The server's counters (`docs/RINGFS.md`, Stats).
+    pub fn stats(&self) -> Result<Vec<(String, u64)>, ClientError> {
+        match self.call(&Request::Stats)? {
+            ReplyBody::Stats(v) => Ok(v),
+            _ => Err(WireError::UnknownOp(op::STATS).into()),
+        }
+    }
+
     pub fn statfs(&self) -> Result<StatFs, ClientError> {
         match self.call(&Request::StatFs)? {
             ReplyBody::StatFs(s) => Ok(s),
@@ -575,10 +587,16 @@ impl Client {
     /// Says farewell (the server drops this client's promises at once)
     /// and stops.
     pub fn close(mut self) -> Result<(), ClientError> {
-        self.shared.closing.store(true, Ordering::Relaxed);
-        let r = self.call(&Request::Farewell).map(drop);
+        let r = self.farewell();
         self.stop();
         r
+    }
+
+    /// Says farewell without stopping (the threads stop when the client
+    /// is dropped); the client does not connect again after it.
+    pub fn farewell(&self) -> Result<(), ClientError> {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.call(&Request::Farewell).map(drop)
     }
 
     fn stop(&mut self) {
@@ -614,7 +632,9 @@ fn emit(sh: &Shared, ev: Event) {
     if let Some(h) = &sh.cfg.on_event {
         h(&ev);
     }
-    let _ = sh.events.send(ev);
+    if sh.cfg.queue_events {
+        let _ = sh.events.send(ev);
+    }
 }
 
 /// The silence after which the connection is declared dead, and the ping
@@ -759,7 +779,7 @@ fn drive(sh: &Shared) {
             st.connected = false;
             *lock(&sh.writer) = None;
         }
-        if !sh.stop.load(Ordering::Relaxed) {
+        if !sh.stop.load(Ordering::Relaxed) && !sh.closing.load(Ordering::Relaxed) {
             emit(
                 sh,
                 Event::ServerBreak {

@@ -1,5 +1,5 @@
-//! `ringfs`: the ringfs file server (`ringfs serve`); the FUSE client
-//! (`ringfs mount`) comes later.
+//! `ringfs`: the ringfs file server (`ringfs serve`) and the FUSE client
+//! cached by ringcache (`ringfs mount`).
 
 #![deny(unsafe_code)]
 
@@ -44,6 +44,61 @@ enum Command {
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         client_timeout_secs: u64,
     },
+    /// Mount the export served at ADDR on MOUNTPOINT, cached by ringcache
+    /// (runs in the foreground until unmounted, or SIGTERM/SIGINT).
+    Mount {
+        /// The server, e.g. 10.0.0.1:7070.
+        addr: SocketAddr,
+        mountpoint: PathBuf,
+        /// The local ringcached's socket.
+        #[arg(long, default_value = ringfs::mount::DEFAULT_CACHE_SOCKET, conflicts_with_all = ["cache_device", "no_cache"])]
+        cache_socket: PathBuf,
+        /// Cache in an embedded store on this device or file instead of a
+        /// ringcached (made if it does not exist, of --cache-size bytes).
+        #[arg(long, conflicts_with = "no_cache")]
+        cache_device: Option<PathBuf>,
+        /// Size of a cache file --cache-device makes, e.g. 4G.
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        cache_size: u64,
+        /// No cache: every read goes to the server.
+        #[arg(long)]
+        no_cache: bool,
+        /// FUSE worker threads.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+        threads: u64,
+        /// Mount read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// Let other users than the one mounting use the mount.
+        #[arg(long)]
+        allow_other: bool,
+        /// How long a request waits for an unreachable server before it
+        /// fails (ENOTCONN), in seconds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 1u64),
+        Some((i, _)) => {
+            let mul = match s.get(i..).map(str::to_ascii_uppercase).as_deref() {
+                Some("K" | "KIB") => 1 << 10,
+                Some("M" | "MIB") => 1 << 20,
+                Some("G" | "GIB") => 1 << 30,
+                Some("T" | "TIB") => 1 << 40,
+                _ => return Err(format!("{s:?}: a size is a number with K, M, G or T")),
+            };
+            (s.get(..i).unwrap_or_default(), mul)
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?}: a size is a number with K, M, G or T"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +134,36 @@ fn main() -> anyhow::Result<()> {
             cfg.max_clients = usize::try_from(max_clients)?;
             cfg.client_timeout = Duration::from_secs(client_timeout_secs);
             ringfs::server::run(cfg)?;
+        }
+        Command::Mount {
+            addr,
+            mountpoint,
+            cache_socket,
+            cache_device,
+            cache_size,
+            no_cache,
+            threads,
+            read_only,
+            allow_other,
+            timeout_secs,
+        } => {
+            use ringfs::mount::{CacheChoice, MountConfig};
+            let cache = if no_cache {
+                CacheChoice::None
+            } else if let Some(device) = cache_device {
+                CacheChoice::Embedded {
+                    device,
+                    size: cache_size,
+                }
+            } else {
+                CacheChoice::Daemon(cache_socket)
+            };
+            let mut cfg = MountConfig::new(addr, mountpoint, cache);
+            cfg.threads = usize::try_from(threads)?;
+            cfg.read_only = read_only;
+            cfg.allow_other = allow_other;
+            cfg.timeout = Duration::from_secs(timeout_secs);
+            ringfs::mount::run(cfg)?;
         }
     }
     Ok(())

@@ -692,6 +692,7 @@ pub mod op {
     pub const LINK: u16 = 17;
     pub const FSYNC: u16 = 18;
     pub const STATFS: u16 = 19;
+    pub const STATS: u16 = 20;
 }
 
 /// A request, decoded.
@@ -771,6 +772,8 @@ pub enum Request {
         flags: u32,
     },
     StatFs,
+    /// The server's counters.
+    Stats,
 }
 
 impl Request {
@@ -795,6 +798,7 @@ impl Request {
             Request::Link { .. } => op::LINK,
             Request::Fsync { .. } => op::FSYNC,
             Request::StatFs => op::STATFS,
+            Request::Stats => op::STATS,
         }
     }
 
@@ -848,7 +852,7 @@ impl Request {
                 o.put_u64(h.incarnation);
                 o.put_len16(&h.name);
             }
-            Request::Farewell | Request::Ping | Request::StatFs => {}
+            Request::Farewell | Request::Ping | Request::StatFs | Request::Stats => {}
             Request::Lookup { dir, name }
             | Request::Unlink { dir, name }
             | Request::Rmdir { dir, name } => {
@@ -989,6 +993,7 @@ impl Request {
             op::FAREWELL => Request::Farewell,
             op::PING => Request::Ping,
             op::STATFS => Request::StatFs,
+            op::STATS => Request::Stats,
             op::LOOKUP => Request::Lookup {
                 dir: r.file_id()?,
                 name: r.name_with_len("name")?,
@@ -1235,6 +1240,8 @@ pub enum ReplyBody {
     },
     Target(Vec<u8>),
     StatFs(StatFs),
+    /// (name, value) pairs; names are ASCII, at most 255 bytes.
+    Stats(Vec<(String, u64)>),
 }
 
 /// A reply, decoded.
@@ -1317,6 +1324,15 @@ pub fn encode_reply(status: Status, errno: u32, body: &ReplyBody) -> Vec<u8> {
             o.put_u32(s.frsize);
             o.put_u32(s.namemax);
             o.put_u32(0);
+        }
+        ReplyBody::Stats(v) => {
+            o.put_u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
+            for (name, value) in v {
+                let n = name.len().min(255);
+                o.put_u8(n as u8);
+                o.extend_from_slice(name.as_bytes().get(..n).unwrap_or_default());
+                o.put_u64(*value);
+            }
         }
     }
     o
@@ -1461,6 +1477,16 @@ pub fn decode_reply(op_code: u16, payload: &[u8]) -> Result<Reply, WireError> {
             };
             r.reserved(4, "statfs reserved")?;
             ReplyBody::StatFs(s)
+        }
+        op::STATS => {
+            let n = r.u32("stats count")?;
+            let mut v = Vec::new();
+            for _ in 0..n {
+                let len = r.u8("stat name_len")?;
+                let name = String::from_utf8_lossy(r.bytes(len.into(), "stat name")?).into_owned();
+                v.push((name, r.u64("stat value")?));
+            }
+            ReplyBody::Stats(v)
         }
         other => return Err(WireError::UnknownOp(other)),
     };

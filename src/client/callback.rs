@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Client, ClientError, CookieHandle, Frame, Result, VolumeHandle};
+use super::{Client, CookieHandle, Frame, Result, VolumeHandle};
 use crate::proto::{EVENT, EVENT_ZAP, Op, Reader, TOKEN_BYTES, Writer};
 
 /// A zap event: drop what is cached above the cache of the file behind
@@ -42,23 +42,13 @@ pub struct Revalidation {
 impl Client {
     /// The volume `v` is an export of `server`, now at `epoch`.
     pub fn declare_server(&mut self, v: VolumeHandle, server: &[u8], epoch: u64) -> Result<()> {
-        let body = Writer::new()
-            .u32(v.0)
-            .u64(epoch)
-            .u8(server.len() as u8)
-            .u8(0)
-            .u16(0)
-            .bytes(server)
-            .finish();
+        let body = body::declare_server(v, server, epoch)?;
         self.call(Op::DeclareServer, &body).map(|_| ())
     }
 
     /// A fetch token for `c`: take it before asking the server.
     pub fn begin_fetch(&mut self, c: CookieHandle) -> Result<[u8; TOKEN_BYTES]> {
-        let b = self.call(Op::BeginFetch, &Writer::new().u32(c.0).finish())?;
-        b.as_slice()
-            .try_into()
-            .map_err(|_| ClientError::Protocol(format!("a token of {} bytes", b.len())))
+        parse::token(&self.call(Op::BeginFetch, &super::request::cookie_only(c))?)
     }
 
     /// Install a promise for the data version cached, lasting `valid_ms`
@@ -70,29 +60,15 @@ impl Client {
         data_version: u64,
         valid_ms: u32,
     ) -> Result<()> {
-        let body = Writer::new()
-            .u32(c.0)
-            .u32(valid_ms)
-            .u64(data_version)
-            .bytes(token)
-            .finish();
+        let body = body::install_promise(c, token, data_version, valid_ms);
         self.call(Op::InstallPromise, &body).map(|_| ())
     }
 
     /// The data version cached under a valid promise, or `None` when the
     /// server must be asked first.
     pub fn validate(&mut self, c: CookieHandle) -> Result<Option<u64>> {
-        let id = self.send(Op::Validate, &Writer::new().u32(c.0).finish())?;
-        match self.recv(id)? {
-            (crate::proto::Status::Ok, b) => {
-                let mut r = Reader::new(&b);
-                let v = r.u64()?;
-                r.end()?;
-                Ok(Some(v))
-            }
-            (crate::proto::Status::Revalidate, _) => Ok(None),
-            (st, _) => Err(ClientError::Status(st)),
-        }
+        let id = self.send(Op::Validate, &super::request::cookie_only(c))?;
+        parse::validate(self.recv(id)?)
     }
 
     /// The server says the file is at `data_version`, `size` bytes, with a
@@ -105,34 +81,15 @@ impl Client {
         size: u64,
         valid_ms: u32,
     ) -> Result<Revalidation> {
-        let body = Writer::new()
-            .u32(c.0)
-            .u32(valid_ms)
-            .u64(data_version)
-            .u64(size)
-            .bytes(token)
-            .finish();
-        let b = self.call(Op::Revalidate, &body)?;
-        let mut r = Reader::new(&b);
-        let kept = r.u8()? != 0;
-        let installed = r.u8()? != 0;
-        let _ = r.u16()?;
-        r.end()?;
-        Ok(Revalidation { kept, installed })
+        let body = body::revalidate(c, token, data_version, size, valid_ms);
+        parse::revalidation(&self.call(Op::Revalidate, &body)?)
     }
 
     /// The server broke its promises on these files of volume `v`;
     /// returns how many had records.
     pub fn break_files(&mut self, v: VolumeHandle, keys: &[&[u8]]) -> Result<u32> {
-        let mut w = Writer::new().u32(v.0).u32(keys.len() as u32);
-        for k in keys {
-            w = w.u16(k.len() as u16).bytes(k);
-        }
-        let b = self.call(Op::BreakFiles, &w.finish())?;
-        let mut r = Reader::new(&b);
-        let n = r.u32()?;
-        r.end()?;
-        Ok(n)
+        let body = body::break_files(v, keys)?;
+        parse::count(&self.call(Op::BreakFiles, &body)?)
     }
 
     /// The server broke every promise on volume `v`.
@@ -163,14 +120,7 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<crate::proto::Status> {
-        let body = Writer::new()
-            .u32(c.0)
-            .u32(data.len() as u32)
-            .u64(offset)
-            .u64(data_version)
-            .bytes(token)
-            .bytes(data)
-            .finish();
+        let body = body::write_fetched(c, token, data_version, offset, data)?;
         let id = self.send(Op::WriteFetched, &body)?;
         super::reply::write(self.recv(id)?.0)
     }
@@ -224,5 +174,124 @@ impl Client {
                 self.early.insert(f.id, f);
             }
         }
+    }
+}
+
+/// Request bodies of the version-2 operations, shared by the blocking and
+/// the shared client. Lengths that do not fit their field are errors.
+pub(super) mod body {
+    use super::super::{ClientError, CookieHandle, Result, VolumeHandle};
+    use crate::proto::{TOKEN_BYTES, Writer};
+
+    fn fits<T: TryFrom<usize>>(n: usize, what: &str) -> Result<T> {
+        T::try_from(n).map_err(|_| ClientError::Protocol(format!("{what} of {n} is too long")))
+    }
+
+    pub fn declare_server(v: VolumeHandle, server: &[u8], epoch: u64) -> Result<Vec<u8>> {
+        let n: u8 = fits(server.len(), "a server id")?;
+        Ok(Writer::new()
+            .u32(v.0)
+            .u64(epoch)
+            .u8(n)
+            .u8(0)
+            .u16(0)
+            .bytes(server)
+            .finish())
+    }
+
+    pub fn install_promise(
+        c: CookieHandle,
+        token: &[u8; TOKEN_BYTES],
+        data_version: u64,
+        valid_ms: u32,
+    ) -> Vec<u8> {
+        Writer::new()
+            .u32(c.0)
+            .u32(valid_ms)
+            .u64(data_version)
+            .bytes(token)
+            .finish()
+    }
+
+    pub fn revalidate(
+        c: CookieHandle,
+        token: &[u8; TOKEN_BYTES],
+        data_version: u64,
+        size: u64,
+        valid_ms: u32,
+    ) -> Vec<u8> {
+        Writer::new()
+            .u32(c.0)
+            .u32(valid_ms)
+            .u64(data_version)
+            .u64(size)
+            .bytes(token)
+            .finish()
+    }
+
+    pub fn break_files(v: VolumeHandle, keys: &[&[u8]]) -> Result<Vec<u8>> {
+        let mut w = Writer::new().u32(v.0).u32(fits(keys.len(), "a key list")?);
+        for k in keys {
+            w = w.u16(fits(k.len(), "a key")?).bytes(k);
+        }
+        Ok(w.finish())
+    }
+
+    pub fn write_fetched(
+        c: CookieHandle,
+        token: &[u8; TOKEN_BYTES],
+        data_version: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        Ok(Writer::new()
+            .u32(c.0)
+            .u32(fits(data.len(), "a write")?)
+            .u64(offset)
+            .u64(data_version)
+            .bytes(token)
+            .bytes(data)
+            .finish())
+    }
+}
+
+/// Reply decoding of the version-2 operations (bounds-checked).
+pub(super) mod parse {
+    use super::super::{ClientError, Result};
+    use super::Revalidation;
+    use crate::proto::{Reader, Status, TOKEN_BYTES};
+
+    pub fn token(b: &[u8]) -> Result<[u8; TOKEN_BYTES]> {
+        b.try_into()
+            .map_err(|_| ClientError::Protocol(format!("a token of {} bytes", b.len())))
+    }
+
+    pub fn validate((status, b): (Status, Vec<u8>)) -> Result<Option<u64>> {
+        match status {
+            Status::Ok => {
+                let mut r = Reader::new(&b);
+                let v = r.u64()?;
+                r.end()?;
+                Ok(Some(v))
+            }
+            Status::Revalidate => Ok(None),
+            st => Err(ClientError::Status(st)),
+        }
+    }
+
+    pub fn revalidation(b: &[u8]) -> Result<Revalidation> {
+        let mut r = Reader::new(b);
+        let kept = r.u8()? != 0;
+        let installed = r.u8()? != 0;
+        let _ = r.u16()?;
+        r.end()?;
+        Ok(Revalidation { kept, installed })
+    }
+
+    pub fn count(b: &[u8]) -> Result<u32> {
+        let mut r = Reader::new(b);
+        let n = r.u32()?;
+        r.end()?;
+        Ok(n)
     }
 }

@@ -1,5 +1,6 @@
 //! The client library for `ringcached`'s socket protocol: [`Client`]
-//! (blocking) and `AsyncClient` (tokio, with the cargo feature
+//! (blocking, one thread), [`SharedClient`] (blocking, many threads on one
+//! connection) and `AsyncClient` (tokio, with the cargo feature
 //! `async-client`).
 //!
 //! One [`Client`] is one connection. Calls are synchronous, but requests
@@ -354,7 +355,9 @@ impl Client {
 }
 
 mod callback;
+mod shared;
 pub use callback::{Revalidation, ZapEvent};
+pub use shared::SharedClient;
 
 /// Request payloads, shared by the blocking and the async client.
 pub mod request {

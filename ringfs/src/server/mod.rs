@@ -22,7 +22,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -102,6 +102,35 @@ pub struct Server {
     pub versions: Versions,
     pub co: Coherency,
     pub state: StateDir,
+    pub stats: Stats,
+}
+
+/// Counters the Stats op reports.
+#[derive(Default)]
+pub struct Stats {
+    /// Read requests answered.
+    pub reads: AtomicU64,
+    /// File data bytes sent in Read replies.
+    pub read_bytes: AtomicU64,
+    /// Write requests applied.
+    pub writes: AtomicU64,
+    /// File data bytes written.
+    pub write_bytes: AtomicU64,
+}
+
+impl Stats {
+    /// The counters as (name, value), for the Stats reply.
+    pub fn list(&self) -> Vec<(String, u64)> {
+        [
+            ("reads", &self.reads),
+            ("read_bytes", &self.read_bytes),
+            ("writes", &self.writes),
+            ("write_bytes", &self.write_bytes),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v.load(Ordering::Relaxed)))
+        .collect()
+    }
 }
 
 /// A server ready to accept: watching the export, listening.
@@ -136,6 +165,7 @@ pub fn start(cfg: Config) -> Result<Running, ServerError> {
         versions,
         co,
         state,
+        stats: Stats::default(),
     });
     watch::start(server.clone())?;
     let listener = TcpListener::bind(cfg.listen).map_err(|e| ServerError::Listen {

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, RenameFlags};
@@ -218,6 +219,7 @@ impl Server {
                 }
                 Ok(ReplyBody::Empty)
             }
+            Request::Stats => Ok(ReplyBody::Stats(self.stats.list())),
             Request::StatFs => {
                 let s = nix::sys::statvfs::fstatvfs(self.export.root.path.as_fd())?;
                 Ok(ReplyBody::StatFs(StatFs {
@@ -264,6 +266,10 @@ impl Server {
             got += n;
         }
         data.truncate(got);
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .read_bytes
+            .fetch_add(got as u64, Ordering::Relaxed);
         let after = i.stat()?;
         let mut promise_ms = self.co.promise_end(t);
         if Fingerprint::of(&after) != Fingerprint::of(&before) {
@@ -308,6 +314,10 @@ impl Server {
             offset
         };
         drop(f);
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .write_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         let md = i.stat()?;
         let v = self.bump_own(&md)?;
         let promise_ms = change.finish(Some(i.id));
