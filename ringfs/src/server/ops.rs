@@ -364,26 +364,52 @@ impl Server {
         let times = setattr::ATIME | setattr::MTIME | setattr::ATIME_NOW | setattr::MTIME_NOW;
         if m & times != 0 {
             if i.kind == FileKind::Symlink {
-                return Err(OpError::Os(Errno::EOPNOTSUPP));
+                // The link itself, through its O_PATH descriptor (utimensat
+                // with AT_EMPTY_PATH, Linux 5.8 and later).
+                let pick = |now: u32, given: u32, t: crate::wire::Time| {
+                    let tv_nsec = if m & now != 0 {
+                        rustix::fs::UTIME_NOW
+                    } else if m & given != 0 {
+                        t.nsec.into()
+                    } else {
+                        rustix::fs::UTIME_OMIT
+                    };
+                    rustix::fs::Timespec {
+                        tv_sec: t.sec,
+                        tv_nsec,
+                    }
+                };
+                let ts = rustix::fs::Timestamps {
+                    last_access: pick(setattr::ATIME_NOW, setattr::ATIME, set.atime),
+                    last_modification: pick(setattr::MTIME_NOW, setattr::MTIME, set.mtime),
+                };
+                rustix::fs::utimensat(
+                    &i.path,
+                    "",
+                    &ts,
+                    rustix::fs::AtFlags::EMPTY_PATH | rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| OpError::Os(Errno::from_raw(e.raw_os_error())))?;
+            } else {
+                let pick = |now: u32, given: u32, t: crate::wire::Time| {
+                    if m & now != 0 {
+                        TimeSpec::UTIME_NOW
+                    } else if m & given != 0 {
+                        TimeSpec::new(t.sec, i64::from(t.nsec))
+                    } else {
+                        TimeSpec::UTIME_OMIT
+                    }
+                };
+                let at = pick(setattr::ATIME_NOW, setattr::ATIME, set.atime);
+                let mt = pick(setattr::MTIME_NOW, setattr::MTIME, set.mtime);
+                nix::sys::stat::utimensat(
+                    AT_FDCWD,
+                    i.proc_path().as_str(),
+                    &at,
+                    &mt,
+                    UtimensatFlags::FollowSymlink,
+                )?;
             }
-            let pick = |now: u32, given: u32, t: crate::wire::Time| {
-                if m & now != 0 {
-                    TimeSpec::UTIME_NOW
-                } else if m & given != 0 {
-                    TimeSpec::new(t.sec, i64::from(t.nsec))
-                } else {
-                    TimeSpec::UTIME_OMIT
-                }
-            };
-            let at = pick(setattr::ATIME_NOW, setattr::ATIME, set.atime);
-            let mt = pick(setattr::MTIME_NOW, setattr::MTIME, set.mtime);
-            nix::sys::stat::utimensat(
-                AT_FDCWD,
-                i.proc_path().as_str(),
-                &at,
-                &mt,
-                UtimensatFlags::FollowSymlink,
-            )?;
         }
         let md = i.stat()?;
         let v = if m & setattr::SIZE != 0 {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ringfs::client::{Client, ClientConfig, new_client_id};
 
+pub mod mount;
 pub mod netns;
 
 /// A running `ringfs serve`, killed when dropped.
