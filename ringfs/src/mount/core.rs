@@ -426,6 +426,7 @@ impl Core {
                 .fetched_bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             self.learn(ino, &snap, &a, false);
+            self.unprotected(ino, &a);
             return Ok(data);
         };
         let chunk = self.tun.chunk;
@@ -499,6 +500,7 @@ impl Core {
             .fetched_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.learn(ino, &snap, &a, false);
+        self.unprotected(ino, &a);
         let token = match token {
             Ok(t) => t,
             Err(e) => {
@@ -533,6 +535,17 @@ impl Core {
             }
         }
         Ok(data)
+    }
+
+    /// Data that came without a promise (the file is being changed by
+    /// another client, and no break will follow for this read) must not
+    /// stay in the kernel's page cache: it is told to drop it. The
+    /// notification thread waits for the pages this read fills, which the
+    /// kernel holds locked until the reply, so the drop comes after.
+    fn unprotected(&self, ino: u64, a: &AttrReply) {
+        if a.promise_ms == 0 {
+            self.notify(Notice::Inode(ino));
+        }
     }
 
     /// Writes through to the server; the cache gets the new version and
