@@ -183,6 +183,13 @@ impl Core {
             let mut t = self.table();
             let Some(n) = t.get_mut(ino) else { return };
             let old = n.attr.data_version;
+            // Replies to concurrent requests arrive in any order: data
+            // versions only grow, and within one version the ctime orders
+            // attribute changes. An older reply changes nothing.
+            let newer = (a.attr.data_version, a.attr.ctime) >= (old, n.attr.ctime);
+            if !newer {
+                return;
+            }
             n.attr = a.attr;
             let unbroken = if snap.breaks == u64::MAX {
                 self.all_breaks.load(Ordering::SeqCst) == snap.all_breaks

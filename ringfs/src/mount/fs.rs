@@ -333,6 +333,9 @@ impl Filesystem for RingFs {
         // No writeback cache and no auto_inval_data: fuser asks for
         // neither. Writes go through at most 1 MiB at a time.
         let _ = config.set_max_write(MAX_WRITE);
+        // Direct I/O requests of one file in flight together (fio's
+        // iodepth reaches the mount); the handlers are concurrent.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
         Ok(())
     }
 
