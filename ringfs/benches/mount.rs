@@ -5,14 +5,17 @@
 //! Workloads: 4 KiB random reads at iodepth 1 and 32 and 1 MiB sequential
 //! reads, with direct I/O (past the kernel's page cache) and buffered
 //! (page cache dropped before each run). Columns:
-//! - `raw`: fio on the cache file itself (the device ringcache stores on),
+//! - `raw`: fio on a file as large, fully written, next to the cache file
+//!   (the device ringcache stores on; the cache file itself is sparse
+//!   where nothing was stored, and holes read faster than data),
 //! - `cold`: the mount with `--no-cache` (every read from the server),
 //! - `warm`: the mount with the file cached by ringcache (read once
 //!   before), so reads are served by the store.
 //!
 //! Options: `--dir DIR` (where the files go; default the temp directory),
 //! `--size-mib N` (the file, 512), `--seconds S` per run (4), `--reps N`
-//! (1; repetitions alternate raw, cold and warm). The last line is
+//! (1; repetitions alternate raw, cold and warm), `--threads N` (the
+//! mount's FUSE threads; the mount's default). The last line is
 //! `ratio <warm / raw for 4 KiB random reads at iodepth 32, direct>`.
 
 use std::io::{BufRead, BufReader};
@@ -25,6 +28,7 @@ struct Opts {
     size_mib: u64,
     seconds: u64,
     reps: usize,
+    threads: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -33,6 +37,7 @@ fn opts() -> Opts {
         size_mib: 512,
         seconds: 4,
         reps: 1,
+        threads: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -42,6 +47,7 @@ fn opts() -> Opts {
             "--size-mib" => o.size_mib = val().parse().expect("--size-mib N"),
             "--seconds" => o.seconds = val().parse().expect("--seconds S"),
             "--reps" => o.reps = val().parse().expect("--reps N"),
+            "--threads" => o.threads = Some(val()),
             "--bench" => {}
             other => panic!("unknown option {other}"),
         }
@@ -221,10 +227,12 @@ fn main() {
     let export = tmp.path().join("export");
     std::fs::create_dir(&export).expect("mkdir");
     let size = o.size_mib << 20;
-    {
-        // A file of random-ish bytes, written once.
+    // The file served, and the raw baseline beside the cache file: both
+    // random-ish bytes, written once.
+    let raw_file = tmp.path().join("raw.dat");
+    for path in [export.join("data"), raw_file.clone()] {
         use std::io::Write;
-        let mut f = std::fs::File::create(export.join("data")).expect("create");
+        let mut f = std::fs::File::create(&path).expect("create");
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut buf = vec![0u8; 1 << 20];
         for _ in 0..o.size_mib {
@@ -244,12 +252,14 @@ fn main() {
     let cache_size = format!("{}M", (o.size_mib * 3).max(1024));
     let warm_dir = tmp.path().join("warm");
     let cold_dir = tmp.path().join("cold");
-    let warm = mount(
-        &addr,
-        &warm_dir,
-        &["--cache-device", &img_arg, "--cache-size", &cache_size],
-    );
-    let cold = mount(&addr, &cold_dir, &["--no-cache"]);
+    let mut warm_args = vec!["--cache-device", &img_arg, "--cache-size", &cache_size];
+    let mut cold_args = vec!["--no-cache"];
+    if let Some(t) = &o.threads {
+        warm_args.extend(["--threads", t.as_str()]);
+        cold_args.extend(["--threads", t.as_str()]);
+    }
+    let warm = mount(&addr, &warm_dir, &warm_args);
+    let cold = mount(&addr, &cold_dir, &cold_args);
     // Warm the cache: one sequential pass through the cached mount.
     {
         let t = std::time::Instant::now();
@@ -263,11 +273,11 @@ fn main() {
         );
     }
     println!(
-        "file {} MiB, {} s per run, {} rep(s); raw = fio on the cache file ({})",
+        "file {} MiB, {} s per run, {} rep(s); raw = fio on {} (beside the cache file)",
         o.size_mib,
         o.seconds,
         o.reps,
-        img.display()
+        raw_file.display()
     );
     println!(
         "{:<26} {:>12} {:>12} {:>12} {:>10} {:>10}",
@@ -277,7 +287,7 @@ fn main() {
     for job in JOBS {
         let (mut raw, mut c, mut w) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..o.reps {
-            raw.push(fio(&job, &img, size, o.seconds));
+            raw.push(fio(&job, &raw_file, size, o.seconds));
             c.push(fio(&job, &cold_dir.join("data"), size, o.seconds));
             w.push(fio(&job, &warm_dir.join("data"), size, o.seconds));
         }

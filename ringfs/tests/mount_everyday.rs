@@ -261,7 +261,7 @@ fn an_atomic_save_on_one_mount_is_seen_by_another() {
         {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp).expect("create");
-            write!(f, "version {i}\n").expect("write");
+            writeln!(f, "version {i}").expect("write");
             f.sync_all().expect("fsync");
         }
         std::fs::rename(&tmp, mb.path("doc.txt")).expect("rename over");
