@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
         /// FUSE worker threads.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=64))]
         threads: u64,
         /// Mount read-only.
         #[arg(long)]

@@ -355,8 +355,10 @@ impl Client {
 }
 
 mod callback;
+mod requests;
 mod shared;
 pub use callback::{Revalidation, ZapEvent};
+pub use requests::Requests;
 pub use shared::SharedClient;
 
 /// Request payloads, shared by the blocking and the async client.

@@ -1,7 +1,8 @@
 //! [`SharedClient`]: one connection to the daemon used by many threads at
 //! once (a FUSE client's worker threads). Each call sends its request
 //! under the writer's lock and waits for its own reply; a reader thread
-//! routes replies by request id and hands events (id 0) to a channel.
+//! routes replies by request id and hands events (id 0) to a channel. The
+//! typed requests are those of [`Requests`].
 //!
 //! When the connection fails, every waiting call and every later one gets
 //! an error ([`ClientError::Io`], `BrokenPipe`); the client does not
@@ -16,12 +17,8 @@ use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::callback::{body, parse};
-use super::{
-    ClientError, CookieHandle, Frame, ReadReply, Result, Revalidation, ServerInfo, VolumeHandle,
-    ok_body, reply, reply_of, request,
-};
-use crate::proto::{self, Op, Status, TOKEN_BYTES, Writer};
+use super::{ClientError, Frame, Requests, Result, ServerInfo, ok_body, reply, reply_of, request};
+use crate::proto::{self, Op, Status};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -155,121 +152,15 @@ impl SharedClient {
             }
         }
     }
+}
 
-    /// A request whose status must be Ok.
-    pub fn call(&self, op: Op, body: &[u8]) -> Result<Vec<u8>> {
-        ok_body(self.request(op, body)?)
+impl Requests for SharedClient {
+    fn request(&self, op: Op, body: &[u8]) -> Result<(Status, Vec<u8>)> {
+        SharedClient::request(self, op, body)
     }
 
-    pub fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
-        reply::volume(&self.call(Op::AcquireVolume, &request::acquire_volume(key, aux))?)
-    }
-
-    pub fn relinquish_volume(&self, v: VolumeHandle, invalidate: bool) -> Result<()> {
-        self.call(
-            Op::RelinquishVolume,
-            &request::relinquish_volume(v, invalidate),
-        )
-        .map(|_| ())
-    }
-
-    pub fn acquire_cookie(
-        &self,
-        v: VolumeHandle,
-        key: &[u8],
-        aux: &[u8],
-        size: u64,
-    ) -> Result<CookieHandle> {
-        reply::cookie(&self.call(
-            Op::AcquireCookie,
-            &request::acquire_cookie(v, key, aux, size),
-        )?)
-    }
-
-    pub fn relinquish_cookie(&self, c: CookieHandle, retire: bool) -> Result<()> {
-        self.call(Op::RelinquishCookie, &request::relinquish_cookie(c, retire))
-            .map(|_| ())
-    }
-
-    pub fn use_cookie(&self, c: CookieHandle, will_modify: bool) -> Result<()> {
-        self.call(Op::UseCookie, &request::use_cookie(c, will_modify))
-            .map(|_| ())
-    }
-
-    pub fn unuse_cookie(&self, c: CookieHandle) -> Result<()> {
-        self.call(Op::UnuseCookie, &request::unuse_cookie(c, None, None))
-            .map(|_| ())
-    }
-
-    pub fn read(&self, c: CookieHandle, offset: u64, len: u32) -> Result<ReadReply> {
-        let (st, body) = self.request(Op::Read, &request::read(c, offset, len))?;
-        reply::read(st, &body)
-    }
-
-    pub fn query_occupancy(&self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {
-        reply::occupancy(&self.call(Op::QueryOccupancy, &request::cookie_only(c))?)
-    }
-
-    pub fn stats(&self) -> Result<Vec<(String, u64)>> {
-        reply::stats(&self.call(Op::Stats, &[])?)
-    }
-
-    /// The volume `v` is an export of `server`, now at `epoch`.
-    pub fn declare_server(&self, v: VolumeHandle, server: &[u8], epoch: u64) -> Result<()> {
-        self.call(Op::DeclareServer, &body::declare_server(v, server, epoch)?)
-            .map(|_| ())
-    }
-
-    /// A fetch token for `c`: take it before asking the server.
-    pub fn begin_fetch(&self, c: CookieHandle) -> Result<[u8; TOKEN_BYTES]> {
-        parse::token(&self.call(Op::BeginFetch, &request::cookie_only(c))?)
-    }
-
-    /// The data version cached under a valid promise, or `None`.
-    pub fn validate(&self, c: CookieHandle) -> Result<Option<u64>> {
-        parse::validate(self.request(Op::Validate, &request::cookie_only(c))?)
-    }
-
-    /// The server says the file is at `data_version`, `size` bytes.
-    pub fn revalidate(
-        &self,
-        c: CookieHandle,
-        token: &[u8; TOKEN_BYTES],
-        data_version: u64,
-        size: u64,
-        valid_ms: u32,
-    ) -> Result<Revalidation> {
-        let b = body::revalidate(c, token, data_version, size, valid_ms);
-        parse::revalidation(&self.call(Op::Revalidate, &b)?)
-    }
-
-    /// Cache data fetched from the server under `token`.
-    pub fn write_fetched(
-        &self,
-        c: CookieHandle,
-        token: &[u8; TOKEN_BYTES],
-        data_version: u64,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<Status> {
-        let b = body::write_fetched(c, token, data_version, offset, data)?;
-        reply::write(self.request(Op::WriteFetched, &b)?.0)
-    }
-
-    /// The server broke its promises on these files of volume `v`.
-    pub fn break_files(&self, v: VolumeHandle, keys: &[&[u8]]) -> Result<u32> {
-        parse::count(&self.call(Op::BreakFiles, &body::break_files(v, keys)?)?)
-    }
-
-    /// The server of volume `v` broke all its promises.
-    pub fn break_server(&self, v: VolumeHandle) -> Result<()> {
-        self.call(Op::BreakServer, &Writer::new().u32(v.0).finish())
-            .map(|_| ())
-    }
-
-    /// Returns once every acknowledged write is on the device.
-    pub fn flush_cache(&self) -> Result<()> {
-        self.call(Op::Flush, &[]).map(|_| ())
+    fn is_dead(&self) -> bool {
+        SharedClient::is_dead(self)
     }
 }
 

@@ -183,14 +183,7 @@ pub fn run(
         // volatile for more than a second.
         std::thread::Builder::new()
             .name("ringcached-housekeeping".into())
-            .spawn_scoped(scope, move || {
-                while !life.sleep(Duration::from_secs(1)) {
-                    d.cache.lru_scan(Instant::now());
-                    if let Err(e) = d.store.flush_if_dirty() {
-                        tracing::warn!(error = %e, "periodic flush failed");
-                    }
-                }
-            })?;
+            .spawn_scoped(scope, move || housekeeping(d, life))?;
         let open = &open;
         let mut next_conn = 0u64;
         for stream in listener.incoming() {
@@ -252,6 +245,26 @@ pub fn run(
     signal_handle.close();
     let _ = signal_thread.join();
     result?;
+    close(daemon)?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// LRU discard of idle cookies and a flush when dirty, once a second,
+/// until shutdown begins: data does not stay volatile for more than a
+/// second.
+pub(super) fn housekeeping(d: &Daemon, life: &Lifecycle) {
+    while !life.sleep(Duration::from_secs(1)) {
+        d.cache.lru_scan(Instant::now());
+        if let Err(e) = d.store.flush_if_dirty() {
+            tracing::warn!(error = %e, "periodic flush failed");
+        }
+    }
+}
+
+/// The last step of a clean shutdown, once no client is left: flush,
+/// checkpoint and mark the cache clean.
+pub(super) fn close(daemon: Arc<Daemon>) -> anyhow::Result<()> {
     let store = daemon.store.clone();
     drop(daemon);
     match Arc::try_unwrap(store) {
@@ -261,6 +274,5 @@ pub fn run(
             tracing::warn!("store still referenced at shutdown: checkpointed, not marked clean");
         }
     }
-    tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -25,11 +25,13 @@ mod events;
 mod frames;
 mod handlers;
 mod lifecycle;
+mod local;
 mod reads;
 mod server;
 
 pub use config::{Config, ConfigError};
 pub use lifecycle::{ShutdownHandle, run};
+pub use local::{Embedded, LocalSession};
 pub use server::Daemon;
 
 /// Reads in flight per connection.

@@ -73,19 +73,16 @@ impl<'d> ConnReads<'d> {
 }
 
 impl Daemon {
-    /// Start a read: parse, check, take an access, send the I/O. Errors
-    /// and reads with nothing to do are answered at once.
-    pub(super) fn start_read<'d>(
+    /// A read request parsed and checked, its access taken and its promise
+    /// validated: the operation and what to read, or the status to answer
+    /// at once. Both the socket's read pipeline and in-process sessions
+    /// start their reads here.
+    pub(super) fn prepare_read<'d>(
         &'d self,
         conn: &Mutex<Conn>,
-        reads: &ConnReads<'d>,
-        id: u64,
         payload: &[u8],
-        out: &ReplyWriter,
-    ) {
-        let op_code = Op::Read as u16;
+    ) -> Result<(Operation<'d>, ReadAt), Status> {
         let version = lock(conn).version;
-        let answer = |st: Status| out.send(&reply_frame(op_code, id, st, &[]));
         let mut r = Reader::new(payload);
         let parsed = (|| {
             let cookie = Conn::io_target_of(conn, &mut r)?;
@@ -97,13 +94,10 @@ impl Daemon {
             }
             Ok((cookie, offset, len))
         })();
-        let ((cookie, obj, in_use), offset, len) = match parsed {
-            Ok(p) => p,
-            Err(reply) => return answer(reply.status),
-        };
+        let ((cookie, obj, in_use), offset, len) = parsed.map_err(|reply| reply.status)?;
         if !in_use {
             // A cookie not in use (no UseCookie, or undone) reads nothing.
-            return answer(Status::NoData);
+            return Err(Status::NoData);
         }
         // The operation first, then the promise (see `callback::coherent`):
         // an invalidation for a new version either finished before the
@@ -115,14 +109,37 @@ impl Daemon {
         {
             // No valid promise: nothing cached may be returned. A version-1
             // client does not know Revalidate: to it this is a miss.
-            return answer(if version >= 2 {
+            return Err(if version >= 2 {
                 Status::Revalidate
             } else {
                 Status::NoData
             });
         }
         let Some((object, data_gen)) = op.read_target() else {
-            return answer(Status::NoData);
+            return Err(Status::NoData);
+        };
+        let at = ReadAt {
+            object,
+            data_gen: Some(data_gen),
+            offset,
+            len,
+        };
+        Ok((op, at))
+    }
+
+    /// Start a read: parse, check, take an access, send the I/O. Errors
+    /// and reads with nothing to do are answered at once.
+    pub(super) fn start_read<'d>(
+        &'d self,
+        conn: &Mutex<Conn>,
+        reads: &ConnReads<'d>,
+        id: u64,
+        payload: &[u8],
+        out: &ReplyWriter,
+    ) {
+        let (op, at) = match self.prepare_read(conn, payload) {
+            Ok(p) => p,
+            Err(st) => return out.send(&reply_frame(Op::Read as u16, id, st, &[])),
         };
         let mut t = lock(&reads.table);
         while t.reads.len() >= MAX_INFLIGHT {
@@ -130,12 +147,6 @@ impl Daemon {
             t = reads.room.wait(t).unwrap_or_else(|e| e.into_inner());
         }
         let key = t.reads.vacant_key() as u64;
-        let at = ReadAt {
-            object,
-            data_gen: Some(data_gen),
-            offset,
-            len,
-        };
         match self.store.start_read(key, id, at, &reads.cq) {
             Ok(StartedRead::Pending(read)) => {
                 t.reads.insert(ConnRead { id, read, op });

@@ -1,7 +1,7 @@
-//! The mount's connection to ringcache: the daemon's socket (or the
-//! private socket of the embedded store), the export's callback volume,
-//! and what happens when the daemon goes away (the mount carries on
-//! without a cache and connects again at most once a second).
+//! The mount's connection to ringcache: the daemon's socket, or a
+//! session with the embedded store in this process; the export's callback
+//! volume; and what happens when the daemon goes away (the mount carries
+//! on without a cache and connects again at most once a second).
 //!
 //! Each connection has a generation; a cookie handle is only used with
 //! the generation it was acquired on.
@@ -11,16 +11,45 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ringcache::client::{ClientError, SharedClient, VolumeHandle, ZapEvent};
+use ringcache::client::{ClientError, Requests, SharedClient, VolumeHandle, ZapEvent};
+use ringcache::daemon::{Embedded, LocalSession};
 
 /// How often a lost daemon is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// A live connection.
 pub struct Conn {
-    pub client: SharedClient,
+    pub client: Arc<dyn Requests>,
     pub volume: VolumeHandle,
     pub gen_: u64,
+    /// The session, when the cache is embedded (its zap waiter ends with
+    /// the connection).
+    local: Option<Arc<LocalSession>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(l) = &self.local {
+            l.close_events();
+        }
+    }
+}
+
+/// Where the cache is.
+pub enum Source {
+    /// A ringcached on this socket.
+    Socket(PathBuf),
+    /// A store in this process.
+    Embedded(Arc<Embedded>),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Socket(p) => p.display().to_string(),
+            Source::Embedded(_) => "the embedded store".into(),
+        }
+    }
 }
 
 /// Zaps are handed to this with the connection's generation.
@@ -36,7 +65,7 @@ struct State {
 
 /// The cache side of a mount.
 pub struct Cache {
-    socket: PathBuf,
+    source: Source,
     volume_key: Vec<u8>,
     server_id: Vec<u8>,
     epoch: AtomicU64,
@@ -58,13 +87,13 @@ impl Cache {
     /// Connects to the daemon at `socket` (an error if none answers) and
     /// opens the export's volume.
     pub fn open(
-        socket: PathBuf,
+        source: Source,
         export_id: &[u8; 16],
         epoch: u64,
         zaps: ZapSink,
     ) -> Result<Cache, ClientError> {
         let cache = Cache {
-            socket,
+            source,
             volume_key: volume_key(export_id),
             server_id: export_id.to_vec(),
             epoch: AtomicU64::new(epoch),
@@ -86,26 +115,49 @@ impl Cache {
     }
 
     fn connect(&self, gen_: u64) -> Result<Arc<Conn>, ClientError> {
-        let client = SharedClient::connect(&self.socket, b"ringfs-mount")?;
+        let (client, local): (Arc<dyn Requests>, _) = match &self.source {
+            Source::Socket(socket) => {
+                let c = SharedClient::connect(socket, b"ringfs-mount")?;
+                if let Some(rx) = c.take_events() {
+                    let zaps = self.zaps.clone();
+                    std::thread::Builder::new()
+                        .name("ringfs-zaps".into())
+                        .spawn(move || {
+                            // Ends when the connection does.
+                            for f in rx {
+                                if let Some(z) = ZapEvent::parse(&f) {
+                                    zaps(gen_, z);
+                                }
+                            }
+                        })?;
+                }
+                (Arc::new(c), None)
+            }
+            Source::Embedded(e) => {
+                let s =
+                    Arc::new(e.session().ok_or_else(|| {
+                        ClientError::Protocol("the embedded store is closed".into())
+                    })?);
+                let (waiter, zaps) = (s.clone(), self.zaps.clone());
+                std::thread::Builder::new()
+                    .name("ringfs-zaps".into())
+                    .spawn(move || {
+                        while let Some(batch) = waiter.wait_zaps() {
+                            for z in batch {
+                                zaps(gen_, z);
+                            }
+                        }
+                    })?;
+                (s.clone() as Arc<dyn Requests>, Some(s))
+            }
+        };
         let volume = client.acquire_volume(&self.volume_key, &[])?;
         client.declare_server(volume, &self.server_id, self.epoch.load(Ordering::SeqCst))?;
-        if let Some(rx) = client.take_events() {
-            let zaps = self.zaps.clone();
-            std::thread::Builder::new()
-                .name("ringfs-zaps".into())
-                .spawn(move || {
-                    // Ends when the connection does.
-                    for f in rx {
-                        if let Some(z) = ZapEvent::parse(&f) {
-                            zaps(gen_, z);
-                        }
-                    }
-                })?;
-        }
         Ok(Arc::new(Conn {
             client,
             volume,
             gen_,
+            local,
         }))
     }
 
@@ -128,7 +180,7 @@ impl Cache {
         st.next_gen += 1;
         match self.connect(gen_) {
             Ok(c) => {
-                tracing::info!(socket = %self.socket.display(), "connected to the cache again");
+                tracing::info!(cache = %self.source.describe(), "connected to the cache again");
                 st.warned = false;
                 st.conn = Some(c.clone());
                 Some(c)
@@ -136,7 +188,7 @@ impl Cache {
             Err(e) => {
                 if !st.warned {
                     tracing::warn!(
-                        socket = %self.socket.display(),
+                        cache = %self.source.describe(),
                         "the cache is unavailable ({e}); going to the server until it is back"
                     );
                     st.warned = true;
@@ -187,6 +239,14 @@ impl Cache {
     pub fn close(&self) {
         if let Some(c) = lock(&self.st).conn.take() {
             let _ = c.client.relinquish_volume(c.volume, false);
+        }
+    }
+
+    /// The embedded store, if the cache is one.
+    pub fn embedded(&self) -> Option<&Arc<Embedded>> {
+        match &self.source {
+            Source::Embedded(e) => Some(e),
+            Source::Socket(_) => None,
         }
     }
 }

@@ -336,6 +336,10 @@ impl Filesystem for RingFs {
         // Direct I/O requests of one file in flight together (fio's
         // iodepth reaches the mount); the handlers are concurrent.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
+        // Asynchronous requests (readahead, direct I/O) the kernel keeps
+        // in flight: enough for an iodepth of 32 and readahead beside it.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         Ok(())
     }
 

@@ -24,10 +24,10 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use fuser::{INodeNo, MountOption, Notifier};
 
-use self::cache::{Cache, ZapSink};
+use self::cache::{Cache, Source, ZapSink};
 use self::core::{Core, Notice, Tunables};
 use crate::client::{Client, ClientConfig, Event, ServerBreakReason, new_client_id};
 
@@ -65,7 +65,7 @@ impl MountConfig {
             server,
             mountpoint,
             cache,
-            threads: 4,
+            threads: 16,
             read_only: false,
             allow_other: false,
             timeout: Duration::from_secs(30),
@@ -126,69 +126,13 @@ fn notifier(rx: Receiver<Notice>, n: Notifier) {
     }
 }
 
-/// A store run in this process, served on a private socket.
-struct Embedded {
-    dir: PathBuf,
-    shutdown: ringcache::daemon::ShutdownHandle,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Embedded {
-    fn start(device: PathBuf, size: u64) -> anyhow::Result<Embedded> {
-        let dir = std::env::temp_dir().join(format!(
-            "ringfs-mount-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let mut cfg = ringcache::daemon::Config::embedded();
-        cfg.create_bytes = (!device.exists()).then_some(size);
-        cfg.device = device;
-        cfg.socket = dir.join("cache.sock");
-        let (tx, rx) = channel();
-        let thread = std::thread::Builder::new()
-            .name("ringfs-cache".into())
-            .spawn(move || {
-                ringcache::daemon::run(cfg, move |h| {
-                    let _ = tx.send(h);
-                })
-            })?;
-        match rx.recv() {
-            Ok(shutdown) => Ok(Embedded {
-                dir,
-                shutdown,
-                thread,
-            }),
-            Err(_) => {
-                let r = thread.join();
-                let _ = std::fs::remove_dir_all(&dir);
-                match r {
-                    Ok(Err(e)) => Err(e.context("opening the embedded cache")),
-                    _ => bail!("the embedded cache did not start"),
-                }
-            }
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("cache.sock")
-    }
-
-    fn stop(self) {
-        self.shutdown.shutdown();
-        match self.thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("the embedded cache: {e:#}"),
-            Err(_) => tracing::error!("the embedded cache panicked"),
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Opens the embedded store on `device` (made with `size` bytes if it
+/// does not exist).
+fn open_embedded(device: PathBuf, size: u64) -> anyhow::Result<ringcache::daemon::Embedded> {
+    let mut cfg = ringcache::daemon::Config::embedded();
+    cfg.create_bytes = (!device.exists()).then_some(size);
+    cfg.device = device;
+    ringcache::daemon::Embedded::open(cfg).context("opening the embedded cache")
 }
 
 /// Mounts and serves until unmounted (`umount`, or SIGTERM/SIGINT), then
@@ -214,27 +158,28 @@ pub fn run(cfg: MountConfig) -> anyhow::Result<()> {
         let slot = slot.clone();
         Arc::new(move |g, z| with_core(&slot, |c| c.zap(g, z.handle)))
     };
-    let mut embedded = None;
     let cache = match &cfg.cache {
         CacheChoice::None => None,
         CacheChoice::Daemon(sock) => Some(
-            Cache::open(sock.clone(), &w.export_id, w.epoch, zaps).map_err(|e| {
-                anyhow::anyhow!(
-                    "no ringcached answers on {} ({e}).\n\
-                     Start one (`ringcached`, or `ringcached --socket {}`), \
-                     or mount with `--cache-device FILE` for an embedded cache, \
-                     or `--no-cache`.",
-                    sock.display(),
-                    sock.display()
-                )
-            })?,
+            Cache::open(Source::Socket(sock.clone()), &w.export_id, w.epoch, zaps).map_err(
+                |e| {
+                    anyhow::anyhow!(
+                        "no ringcached answers on {} ({e}).\n\
+                         Start one (`ringcached`, or `ringcached --socket {}`), \
+                         or mount with `--cache-device FILE` for an embedded cache, \
+                         or `--no-cache`.",
+                        sock.display(),
+                        sock.display()
+                    )
+                },
+            )?,
         ),
         CacheChoice::Embedded { device, size } => {
-            let e = Embedded::start(device.clone(), *size)?;
-            let c = Cache::open(e.socket(), &w.export_id, w.epoch, zaps)
-                .context("connecting to the embedded cache")?;
-            embedded = Some(e);
-            Some(c)
+            let e = Arc::new(open_embedded(device.clone(), *size)?);
+            Some(
+                Cache::open(Source::Embedded(e), &w.export_id, w.epoch, zaps)
+                    .context("opening the export's volume in the embedded cache")?,
+            )
         }
     };
     let (tx, rx) = channel();
@@ -300,6 +245,7 @@ pub fn run(cfg: MountConfig) -> anyhow::Result<()> {
     let served = session.run();
     // Unmounted: give everything back.
     let cookies = core.table().take_all_cookies();
+    let mut embedded = None;
     if let Some(cache) = &core.cache {
         if let Some(conn) = cache.live() {
             for (g, h) in cookies {
@@ -309,13 +255,22 @@ pub fn run(cfg: MountConfig) -> anyhow::Result<()> {
             }
         }
         cache.close();
+        embedded = cache.embedded().cloned();
     }
     if let Err(e) = core.server.farewell() {
         tracing::warn!("farewell to the server: {e}");
     }
     drop(core);
     if let Some(e) = embedded {
-        e.stop();
+        // The last reference once the mount's state is gone: a clean close.
+        match Arc::try_unwrap(e) {
+            Ok(e) => {
+                if let Err(e) = e.close() {
+                    tracing::error!("closing the embedded cache: {e:#}");
+                }
+            }
+            Err(_) => tracing::warn!("the embedded cache is still in use: not closed cleanly"),
+        }
     }
     tracing::info!("unmounted");
     served.context("serving the mount")

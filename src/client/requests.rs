@@ -1,0 +1,136 @@
+//! [`Requests`]: the typed requests of the protocol over any way of
+//! sending one and waiting for its reply: a [`SharedClient`] (the
+//! daemon's socket, many threads on one connection) or an in-process
+//! session with a daemon in the same process
+//! (`crate::daemon::LocalSession`).
+//!
+//! [`SharedClient`]: super::SharedClient
+
+use super::callback::{body, parse};
+use super::{CookieHandle, ReadReply, Result, Revalidation, VolumeHandle, ok_body, reply, request};
+use crate::proto::{Op, Status, TOKEN_BYTES, Writer};
+
+/// The requests of the protocol, each one call, from many threads at once.
+pub trait Requests: Send + Sync {
+    /// Send a request and wait for its reply: (status, body).
+    fn request(&self, op: Op, body: &[u8]) -> Result<(Status, Vec<u8>)>;
+
+    /// Whether the way to the daemon is gone for good (make a new one).
+    fn is_dead(&self) -> bool;
+
+    /// A request whose status must be Ok.
+    fn call(&self, op: Op, body: &[u8]) -> Result<Vec<u8>> {
+        ok_body(self.request(op, body)?)
+    }
+
+    fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
+        reply::volume(&self.call(Op::AcquireVolume, &request::acquire_volume(key, aux))?)
+    }
+
+    fn relinquish_volume(&self, v: VolumeHandle, invalidate: bool) -> Result<()> {
+        self.call(
+            Op::RelinquishVolume,
+            &request::relinquish_volume(v, invalidate),
+        )
+        .map(|_| ())
+    }
+
+    fn acquire_cookie(
+        &self,
+        v: VolumeHandle,
+        key: &[u8],
+        aux: &[u8],
+        size: u64,
+    ) -> Result<CookieHandle> {
+        reply::cookie(&self.call(
+            Op::AcquireCookie,
+            &request::acquire_cookie(v, key, aux, size),
+        )?)
+    }
+
+    fn relinquish_cookie(&self, c: CookieHandle, retire: bool) -> Result<()> {
+        self.call(Op::RelinquishCookie, &request::relinquish_cookie(c, retire))
+            .map(|_| ())
+    }
+
+    fn use_cookie(&self, c: CookieHandle, will_modify: bool) -> Result<()> {
+        self.call(Op::UseCookie, &request::use_cookie(c, will_modify))
+            .map(|_| ())
+    }
+
+    fn unuse_cookie(&self, c: CookieHandle) -> Result<()> {
+        self.call(Op::UnuseCookie, &request::unuse_cookie(c, None, None))
+            .map(|_| ())
+    }
+
+    fn read(&self, c: CookieHandle, offset: u64, len: u32) -> Result<ReadReply> {
+        let (st, body) = self.request(Op::Read, &request::read(c, offset, len))?;
+        reply::read(st, &body)
+    }
+
+    fn query_occupancy(&self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {
+        reply::occupancy(&self.call(Op::QueryOccupancy, &request::cookie_only(c))?)
+    }
+
+    fn stats(&self) -> Result<Vec<(String, u64)>> {
+        reply::stats(&self.call(Op::Stats, &[])?)
+    }
+
+    /// The volume `v` is an export of `server`, now at `epoch`.
+    fn declare_server(&self, v: VolumeHandle, server: &[u8], epoch: u64) -> Result<()> {
+        self.call(Op::DeclareServer, &body::declare_server(v, server, epoch)?)
+            .map(|_| ())
+    }
+
+    /// A fetch token for `c`: take it before asking the server.
+    fn begin_fetch(&self, c: CookieHandle) -> Result<[u8; TOKEN_BYTES]> {
+        parse::token(&self.call(Op::BeginFetch, &request::cookie_only(c))?)
+    }
+
+    /// The data version cached under a valid promise, or `None`.
+    fn validate(&self, c: CookieHandle) -> Result<Option<u64>> {
+        parse::validate(self.request(Op::Validate, &request::cookie_only(c))?)
+    }
+
+    /// The server says the file is at `data_version`, `size` bytes.
+    fn revalidate(
+        &self,
+        c: CookieHandle,
+        token: &[u8; TOKEN_BYTES],
+        data_version: u64,
+        size: u64,
+        valid_ms: u32,
+    ) -> Result<Revalidation> {
+        let b = body::revalidate(c, token, data_version, size, valid_ms);
+        parse::revalidation(&self.call(Op::Revalidate, &b)?)
+    }
+
+    /// Cache data fetched from the server under `token`.
+    fn write_fetched(
+        &self,
+        c: CookieHandle,
+        token: &[u8; TOKEN_BYTES],
+        data_version: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Status> {
+        let b = body::write_fetched(c, token, data_version, offset, data)?;
+        reply::write(self.request(Op::WriteFetched, &b)?.0)
+    }
+
+    /// The server broke its promises on these files of volume `v`.
+    fn break_files(&self, v: VolumeHandle, keys: &[&[u8]]) -> Result<u32> {
+        parse::count(&self.call(Op::BreakFiles, &body::break_files(v, keys)?)?)
+    }
+
+    /// The server of volume `v` broke all its promises.
+    fn break_server(&self, v: VolumeHandle) -> Result<()> {
+        self.call(Op::BreakServer, &Writer::new().u32(v.0).finish())
+            .map(|_| ())
+    }
+
+    /// Returns once every acknowledged write is on the device.
+    fn flush_cache(&self) -> Result<()> {
+        self.call(Op::Flush, &[]).map(|_| ())
+    }
+}

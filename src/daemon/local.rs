@@ -1,0 +1,243 @@
+//! The daemon in its user's process, without a socket: [`Embedded`] opens
+//! the cache and runs the housekeeping a daemon runs; each
+//! [`LocalSession`] is what a connection is (its handles, its holds on
+//! callback objects, its zap events), with every request answered on the
+//! calling thread by the same handlers a connection's frames go to. A
+//! read starts its I/O and waits for it on that thread too, so it costs
+//! no hand-off at all.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use super::Config;
+use super::connection::{Conn, Peer};
+use super::events::{EVENT_TAG, Outbox};
+use super::lifecycle::{Lifecycle, close, housekeeping};
+use super::reads::{WAKE_TAG, read_reply};
+use super::server::{Daemon, own_uid};
+use crate::client::{self, Frame, Requests, ZapEvent};
+use crate::io::{Completion, CompletionQueue, IoBuf};
+use crate::proto::{self, Op, Status};
+use crate::store::StartedRead;
+
+/// An open cache with its housekeeping, for sessions in this process.
+pub struct Embedded {
+    daemon: Option<Arc<Daemon>>,
+    life: Arc<Lifecycle>,
+    housekeeping: Option<JoinHandle<()>>,
+}
+
+impl Embedded {
+    /// Open (creating and formatting on first use) the cache of `cfg`;
+    /// its socket settings are not used.
+    pub fn open(cfg: Config) -> anyhow::Result<Embedded> {
+        let daemon = Daemon::open(cfg)?;
+        let life = Arc::new(Lifecycle {
+            stopping: AtomicBool::new(false),
+            stopped: Condvar::new(),
+            sleep: Mutex::new(()),
+            listener: Mutex::new(None),
+        });
+        let housekeeping = {
+            let (d, l) = (daemon.clone(), life.clone());
+            std::thread::Builder::new()
+                .name("ringcache-housekeeping".into())
+                .spawn(move || housekeeping(&d, &l))?
+        };
+        Ok(Embedded {
+            daemon: Some(daemon),
+            life,
+            housekeeping: Some(housekeeping),
+        })
+    }
+
+    /// A new session (as a connection greeted with the current protocol
+    /// version, by this process's user).
+    pub fn session(&self) -> Option<LocalSession> {
+        self.daemon.as_ref().map(|d| LocalSession::open(d.clone()))
+    }
+
+    /// Shut down cleanly: stop the housekeeping, flush, checkpoint and
+    /// mark the cache clean. Sessions still open keep the cache referenced:
+    /// it is then checkpointed, not marked clean.
+    pub fn close(mut self) -> anyhow::Result<()> {
+        self.stop_housekeeping();
+        match self.daemon.take() {
+            Some(d) => close(d),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_housekeeping(&mut self) {
+        self.life.stop();
+        if let Some(t) = self.housekeeping.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.stop_housekeeping();
+        if let Some(d) = self.daemon.take()
+            && let Err(e) = close(d)
+        {
+            tracing::error!("closing the embedded cache: {e:#}");
+        }
+    }
+}
+
+/// One in-process session: the protocol's requests without the socket.
+pub struct LocalSession {
+    d: Arc<Daemon>,
+    conn: Mutex<Conn>,
+    peer: Peer,
+    /// Zap events land here (the daemon's outbox wakes `events`).
+    outbox: Arc<Outbox>,
+    events: CompletionQueue,
+    closed: AtomicBool,
+}
+
+impl LocalSession {
+    fn open(d: Arc<Daemon>) -> LocalSession {
+        let id = d.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let events = CompletionQueue::new();
+        let outbox = Arc::new(Outbox::new(events.clone()));
+        d.outboxes.register(id, outbox.clone());
+        d.connections.fetch_add(1, Ordering::Relaxed);
+        let uid = own_uid();
+        let gid = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").map_or(0, |m| m.gid())
+        };
+        LocalSession {
+            conn: Mutex::new(Conn {
+                id,
+                version: proto::VERSION,
+                ..Conn::default()
+            }),
+            peer: Peer { uid, gid },
+            outbox,
+            events,
+            closed: AtomicBool::new(false),
+            d,
+        }
+    }
+
+    /// Waits for zap events; `None` once [`LocalSession::close_events`]
+    /// was called.
+    pub fn wait_zaps(&self) -> Option<Vec<ZapEvent>> {
+        let mut done: Vec<Completion> = Vec::new();
+        loop {
+            self.events.wait_into(&mut done);
+            let mut events = false;
+            for c in done.drain(..) {
+                if c.tag == WAKE_TAG {
+                    return None;
+                }
+                events |= c.tag == EVENT_TAG;
+            }
+            if self.closed.load(Ordering::Relaxed) {
+                return None;
+            }
+            if events {
+                let zaps: Vec<ZapEvent> = self
+                    .outbox
+                    .take_frames()
+                    .iter()
+                    .filter_map(|f| frame_of(f).as_ref().and_then(ZapEvent::parse))
+                    .collect();
+                if !zaps.is_empty() {
+                    return Some(zaps);
+                }
+            }
+        }
+    }
+
+    /// Ends [`LocalSession::wait_zaps`] (for the thread that waits in it).
+    pub fn close_events(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.events.push(Completion {
+            tag: WAKE_TAG,
+            result: Ok(0),
+            buf: IoBuf::empty(),
+        });
+    }
+
+    fn read(&self, payload: &[u8]) -> (Status, Vec<u8>) {
+        let d = &*self.d;
+        let (op, at) = match d.prepare_read(&self.conn, payload) {
+            Ok(p) => p,
+            Err(st) => return (st, Vec::new()),
+        };
+        let cq = CompletionQueue::new();
+        let outcome = match d.store.start_read(0, 0, at, &cq) {
+            Ok(StartedRead::Pending(mut read)) => {
+                let mut done = Vec::new();
+                let mut landed = false;
+                while !landed {
+                    cq.wait_into(&mut done);
+                    for c in done.drain(..) {
+                        landed |= read.absorb(c);
+                    }
+                }
+                let mut results = Vec::with_capacity(1);
+                d.store.finish_pending(std::iter::once(read), &mut results);
+                match results.pop() {
+                    Some((_, r)) => op.read_done(r),
+                    None => return (Status::Internal, Vec::new()),
+                }
+            }
+            Ok(StartedRead::Done(result)) => op.read_done(result),
+            Err(e) => op.read_done(Err(e)),
+        };
+        // The reply as a connection would get it, less the frame header.
+        let f = read_reply(0, outcome);
+        match frame_of(&f).map(|f| f.payload) {
+            Some(p) if p.len() >= 4 => {
+                let st = Status::from_u16(u16::from_le_bytes([p[0], p[1]]));
+                (st, p[4..].to_vec())
+            }
+            _ => (Status::Internal, Vec::new()),
+        }
+    }
+}
+
+/// A frame as the client sees it.
+fn frame_of(bytes: &[u8]) -> Option<Frame> {
+    let head: &[u8; 16] = bytes.get(..16)?.try_into().ok()?;
+    let h = proto::parse_header(head).ok()?;
+    Some(Frame {
+        op: h.op,
+        id: h.id,
+        payload: bytes.get(16..16 + h.payload_len)?.to_vec(),
+    })
+}
+
+impl Requests for LocalSession {
+    fn request(&self, op: Op, body: &[u8]) -> client::Result<(Status, Vec<u8>)> {
+        self.d.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(match op {
+            Op::Read => self.read(body),
+            // A session is greeted when it is made.
+            Op::Hello => (Status::BadRequest, Vec::new()),
+            _ => {
+                let r = self.d.handle(&self.conn, &self.peer, op, body);
+                (r.status, r.body.finish())
+            }
+        })
+    }
+
+    fn is_dead(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for LocalSession {
+    fn drop(&mut self) {
+        self.close_events();
+        self.d.cleanup(&self.conn);
+        self.d.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
