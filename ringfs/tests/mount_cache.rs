@@ -59,6 +59,10 @@ fn cold_fetches_warm_fetches_nothing_and_a_change_is_fetched_again() {
         "a cold read fetched {cold_bytes} bytes: ranges fetched twice"
     );
     assert!(a.stop(), "clean unmount: {}", a.log_text());
+    assert!(
+        !common::mount::is_mounted(&mnt),
+        "SIGTERM unmounts before the process exits"
+    );
 
     // Warm: unmounted and mounted again, nothing is fetched.
     let mut a = MountProc::start(srv.addr, &mnt, &cache_args, None);

@@ -1,6 +1,6 @@
 //! A real `ringfs mount` (FUSE, embedded cache) on loopback: everyday use
 //! through the kernel (files, directories, links, modes, truncation),
-//! `cp -a` of a tree, a tar round trip, `git clone` and `git status`
+//! `cp -a` of a tree, a tar round trip, `rsync`, `git clone` and `git status`
 //! inside the mount, an editor-style atomic save by a second mount seen
 //! by the first, and the error without a cache daemon. Without /dev/fuse
 //! the tests print why and skip; under CI=true they fail.
@@ -139,7 +139,7 @@ fn files_and_directories_through_the_kernel() {
 }
 
 #[test]
-fn cp_tar_and_git_on_the_mount() {
+fn cp_tar_rsync_and_git_on_the_mount() {
     if !fuse_or_skip() {
         return;
     }
@@ -209,6 +209,28 @@ fn cp_tar_and_git_on_the_mount() {
         .arg("--no-dereference")
         .arg(&tree)
         .arg(&back));
+
+    // rsync in, a change, rsync again (its temporary file and rename).
+    run(Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", tree.display()))
+        .arg(m.path("rs")));
+    run(Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&tree)
+        .arg(m.path("rs")));
+    std::fs::write(tree.join("src/file3.txt"), "changed by the second rsync\n").expect("write");
+    run(Command::new("rsync")
+        .arg("-a")
+        .arg("--delete")
+        .arg(format!("{}/", tree.display()))
+        .arg(m.path("rs")));
+    run(Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&tree)
+        .arg(m.path("rs")));
 
     // git: a repository made here, cloned into the mount; status is clean
     // and fsck finds nothing; a commit inside the mount works.
@@ -300,4 +322,57 @@ fn without_a_cache_daemon_the_mount_says_what_to_do() {
     assert!(err.contains("no ringcached answers"), "{err}");
     assert!(err.contains("--cache-device"), "{err}");
     assert!(!common::mount::is_mounted(&mnt), "nothing left mounted");
+}
+
+#[test]
+fn with_the_server_gone_cached_data_is_served_and_the_rest_fails_clearly() {
+    if !fuse_or_skip() {
+        return;
+    }
+    let d = dirs();
+    std::fs::write(d.export.join("cached"), vec![5u8; 1 << 20]).expect("write");
+    std::fs::write(d.export.join("other"), vec![6u8; 1 << 20]).expect("write");
+    let mut srv = ServerProc::start(&d.export, &d.state, &[]);
+    let mut a = embedded(d.tmp.path(), "a");
+    a.extend(["--timeout-secs".to_string(), "2".to_string()]);
+    let m = MountProc::start(srv.addr, &d.tmp.path().join("mnt"), &args(&a), None);
+    let direct = |name: &str| common::mount::read_direct(&m.path(name), 0, 1 << 20);
+    assert_eq!(direct("cached").expect("read"), vec![5u8; 1 << 20]);
+    // Seen, not read: its attributes are known, its data is not cached.
+    assert_eq!(
+        std::fs::metadata(m.path("other")).expect("stat").len(),
+        1 << 20
+    );
+
+    srv.kill9();
+    // Under the promise: still served, from the cache.
+    assert_eq!(
+        direct("cached").expect("cached data with the server gone"),
+        vec![5u8; 1 << 20]
+    );
+    // The rest: ENOTCONN after the bounded wait, never ENOENT or zeros.
+    let t = Instant::now();
+    let e = direct("other").expect_err("uncached data without a server");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let e = std::fs::metadata(m.path("never-seen")).expect_err("a lookup without a server");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+
+    // The server back: the mount reconnects by itself.
+    srv.restart();
+    let t = Instant::now();
+    loop {
+        match direct("other") {
+            Ok(v) => {
+                assert_eq!(v, vec![6u8; 1 << 20]);
+                break;
+            }
+            Err(e) => assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "still failing after the restart: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(m);
 }

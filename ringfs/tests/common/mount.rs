@@ -131,10 +131,12 @@ impl MountProc {
                 }
             }
         };
-        if is_mounted(&self.dir) {
+        // Reported before the clean-up below hides it.
+        let unmounted = !is_mounted(&self.dir);
+        if !unmounted {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
-        ok
+        ok && unmounted
     }
 
     /// kill -9 (the mount is left dead: ENOTCONN until unmounted).
