@@ -427,14 +427,9 @@ impl Core {
     ) -> FsResult<Vec<u8>> {
         let (id, _) = self.id_of(ino)?;
         let Some((conn, h)) = cache else {
-            let snap = self.snap(Some(ino));
-            let (a, data) = self.server.read(id, off, size).map_err(|e| errno_of(&e))?;
-            self.stats
-                .fetched_bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            self.learn(ino, &snap, &a, false);
-            self.unprotected(ino, &a);
-            return Ok(data);
+            return self
+                .server_read(ino, id, off, size)
+                .map(|(_, _, data)| data);
         };
         let chunk = self.tun.chunk;
         let end = off + u64::from(size);
@@ -501,13 +496,7 @@ impl Core {
         // The token before the request: a break while it is in flight
         // keeps its data out of the cache.
         let token = conn.client.begin_fetch(h);
-        let snap = self.snap(Some(ino));
-        let (a, data) = self.server.read(id, c, len).map_err(|e| errno_of(&e))?;
-        self.stats
-            .fetched_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.learn(ino, &snap, &a, false);
-        self.unprotected(ino, &a);
+        let (snap, a, data) = self.server_read(ino, id, c, len)?;
         let token = match token {
             Ok(t) => t,
             Err(e) => {
@@ -542,6 +531,25 @@ impl Core {
             }
         }
         Ok(data)
+    }
+
+    /// A read from the server, counted and learnt from: (the snap taken
+    /// before it, the attributes, the data).
+    fn server_read(
+        &self,
+        ino: u64,
+        id: FileId,
+        off: u64,
+        len: u32,
+    ) -> FsResult<(Snap, AttrReply, Vec<u8>)> {
+        let snap = self.snap(Some(ino));
+        let (a, data) = self.server.read(id, off, len).map_err(|e| errno_of(&e))?;
+        self.stats
+            .fetched_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.learn(ino, &snap, &a, false);
+        self.unprotected(ino, &a);
+        Ok((snap, a, data))
     }
 
     /// Data that came without a promise (the file is being changed by

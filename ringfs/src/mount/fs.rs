@@ -305,6 +305,28 @@ impl RingFs {
         Ok(self.entered(parent, name, &snap, &a))
     }
 
+    /// Unlink or rmdir: the name goes from the parent's looked-up names.
+    fn remove(
+        &self,
+        parent: u64,
+        name: &[u8],
+        reply: ReplyEmpty,
+        op: impl FnOnce(wire::FileId, &[u8]) -> Result<(), crate::client::ClientError>,
+    ) {
+        let r = self.writable().and_then(|()| {
+            let (dir, _) = self.core.id_of(parent)?;
+            op(dir, name).map_err(|e| errno_of(&e))
+        });
+        match r {
+            Ok(()) => {
+                self.touched(parent);
+                self.forgot_name(parent, name);
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn do_opendir(&self, ino: u64) -> FsResult<u64> {
         let (id, k) = self.core.id_of(ino)?;
         if k != FileKind::Dir {
@@ -447,35 +469,17 @@ impl Filesystem for RingFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name_bytes(name);
-        let r = self.writable().and_then(|()| {
-            let (dir, _) = self.core.id_of(parent.0)?;
-            self.core.server.unlink(dir, name).map_err(|e| errno_of(&e))
+        let server = &self.core.server;
+        self.remove(parent.0, name_bytes(name), reply, |dir, n| {
+            server.unlink(dir, n)
         });
-        match r {
-            Ok(()) => {
-                self.touched(parent.0);
-                self.forgot_name(parent.0, name);
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name_bytes(name);
-        let r = self.writable().and_then(|()| {
-            let (dir, _) = self.core.id_of(parent.0)?;
-            self.core.server.rmdir(dir, name).map_err(|e| errno_of(&e))
+        let server = &self.core.server;
+        self.remove(parent.0, name_bytes(name), reply, |dir, n| {
+            server.rmdir(dir, n)
         });
-        match r {
-            Ok(()) => {
-                self.touched(parent.0);
-                self.forgot_name(parent.0, name);
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        }
     }
 
     fn symlink(
