@@ -278,3 +278,37 @@ fn a_cookie_not_in_use_reads_nothing_and_caches_nothing() {
         other => panic!("the data cached while in use is gone: {other:?}"),
     }
 }
+
+#[test]
+fn lengths_that_do_not_fit_their_field_are_client_errors_not_truncations() {
+    use ringcache::client::{ClientError, request};
+    let (_dir, d) = daemon();
+    let mut c = d.client();
+    // 65,536 bytes do not fit a u16 length: before, the field said 0 and
+    // the daemon read the first bytes of the key as something else.
+    let long = vec![b'k'; 65_536];
+    for r in [
+        request::acquire_volume(&long, b""),
+        request::acquire_volume(b"vol", &long),
+        request::hello(&long),
+        request::invalidate(CookieHandle(1), &long, 0),
+        request::unuse_cookie(CookieHandle(1), Some(&long), None),
+    ] {
+        assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
+    }
+    assert!(request::acquire_volume(&long[..65_535], b"").is_ok());
+    let e = c.acquire_volume(&long, b"").expect_err("too long");
+    assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+    let v = c.acquire_volume(b"vol", b"").expect("acquire");
+    let e = c
+        .acquire_cookie(v, &long, b"", 0)
+        .expect_err("a key too long");
+    assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+    let e = c
+        .declare_server(v, &[b's'; 256], 1)
+        .expect_err("a server id over 255 bytes");
+    assert!(matches!(e, ClientError::Protocol(_)), "{e:?}");
+    // Nothing was sent: the connection is in step and serves on.
+    c.ping().expect("ping after the refused requests");
+    assert!(c.acquire_cookie(v, b"k", b"", 0).is_ok());
+}

@@ -82,7 +82,7 @@ impl AsyncClient {
             },
         };
         let r = c
-            .call(Op::Hello, &request::hello(b"ringcache-async-client"))
+            .call(Op::Hello, &request::hello(b"ringcache-async-client")?)
             .await?;
         c.info = reply::hello(&r)?;
         Ok(c)
@@ -138,7 +138,7 @@ impl AsyncClient {
     pub async fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
         reply::volume(
             &self
-                .call(Op::AcquireVolume, &request::acquire_volume(key, aux))
+                .call(Op::AcquireVolume, &request::acquire_volume(key, aux)?)
                 .await?,
         )
     }
@@ -161,7 +161,7 @@ impl AsyncClient {
             &self
                 .call(
                     Op::AcquireCookie,
-                    &request::acquire_cookie(v, key, aux, size),
+                    &request::acquire_cookie(v, key, aux, size)?,
                 )
                 .await?,
         )
@@ -182,7 +182,7 @@ impl AsyncClient {
         aux: Option<&[u8]>,
         size: Option<u64>,
     ) -> Result<()> {
-        self.call(Op::UnuseCookie, &request::unuse_cookie(c, aux, size))
+        self.call(Op::UnuseCookie, &request::unuse_cookie(c, aux, size)?)
             .await
             .map(|_| ())
     }
@@ -194,7 +194,7 @@ impl AsyncClient {
     }
     pub async fn write(&self, c: CookieHandle, offset: u64, data: &[u8]) -> Result<Status> {
         reply::write(
-            self.request(Op::Write, &request::write(c, offset, data))
+            self.request(Op::Write, &request::write(c, offset, data)?)
                 .await?
                 .0,
         )
@@ -205,7 +205,7 @@ impl AsyncClient {
             .map(|_| ())
     }
     pub async fn invalidate(&self, c: CookieHandle, aux: &[u8], size: u64) -> Result<()> {
-        self.call(Op::Invalidate, &request::invalidate(c, aux, size))
+        self.call(Op::Invalidate, &request::invalidate(c, aux, size)?)
             .await
             .map(|_| ())
     }

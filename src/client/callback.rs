@@ -180,12 +180,9 @@ impl Client {
 /// Request bodies of the version-2 operations, shared by the blocking and
 /// the shared client. Lengths that do not fit their field are errors.
 pub(super) mod body {
-    use super::super::{ClientError, CookieHandle, Result, VolumeHandle};
+    use super::super::request::fits;
+    use super::super::{CookieHandle, Result, VolumeHandle};
     use crate::proto::{TOKEN_BYTES, Writer};
-
-    fn fits<T: TryFrom<usize>>(n: usize, what: &str) -> Result<T> {
-        T::try_from(n).map_err(|_| ClientError::Protocol(format!("{what} of {n} is too long")))
-    }
 
     pub fn declare_server(v: VolumeHandle, server: &[u8], epoch: u64) -> Result<Vec<u8>> {
         let n: u8 = fits(server.len(), "a server id")?;

@@ -141,7 +141,7 @@ impl Client {
         };
         let reply = c.call(
             Op::Hello,
-            &request::hello_version(b"ringcache-client", version),
+            &request::hello_version(b"ringcache-client", version)?,
         )?;
         c.info = reply::hello(&reply)?;
         Ok(c)
@@ -264,7 +264,7 @@ impl Client {
     }
 
     pub fn acquire_volume(&mut self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
-        reply::volume(&self.call(Op::AcquireVolume, &request::acquire_volume(key, aux))?)
+        reply::volume(&self.call(Op::AcquireVolume, &request::acquire_volume(key, aux)?)?)
     }
 
     pub fn relinquish_volume(&mut self, v: VolumeHandle, invalidate: bool) -> Result<()> {
@@ -284,7 +284,7 @@ impl Client {
     ) -> Result<CookieHandle> {
         reply::cookie(&self.call(
             Op::AcquireCookie,
-            &request::acquire_cookie(v, key, aux, size),
+            &request::acquire_cookie(v, key, aux, size)?,
         )?)
     }
 
@@ -304,7 +304,7 @@ impl Client {
         aux: Option<&[u8]>,
         size: Option<u64>,
     ) -> Result<()> {
-        self.call(Op::UnuseCookie, &request::unuse_cookie(c, aux, size))
+        self.call(Op::UnuseCookie, &request::unuse_cookie(c, aux, size)?)
             .map(|_| ())
     }
 
@@ -326,7 +326,7 @@ impl Client {
 
     /// Write; `Ok(Status::Ok)` when cached, `Ok(Dropped | Stale)` when not.
     pub fn write(&mut self, c: CookieHandle, offset: u64, data: &[u8]) -> Result<Status> {
-        let id = self.send(Op::Write, &request::write(c, offset, data))?;
+        let id = self.send(Op::Write, &request::write(c, offset, data)?)?;
         reply::write(self.recv(id)?.0)
     }
 
@@ -336,7 +336,7 @@ impl Client {
     }
 
     pub fn invalidate(&mut self, c: CookieHandle, aux: &[u8], size: u64) -> Result<()> {
-        self.call(Op::Invalidate, &request::invalidate(c, aux, size))
+        self.call(Op::Invalidate, &request::invalidate(c, aux, size)?)
             .map(|_| ())
     }
 
@@ -361,85 +361,93 @@ pub use callback::{Revalidation, ZapEvent};
 pub use requests::Requests;
 pub use shared::SharedClient;
 
-/// Request payloads, shared by the blocking and the async client.
+/// Request payloads, shared by the clients. A length that does not fit
+/// its field (a name, key or aux over 65,535 bytes, data over 4 GiB) is an
+/// error, never a silently truncated field.
 pub mod request {
-    use super::{CookieHandle, VolumeHandle};
+    use super::{ClientError, CookieHandle, Result, VolumeHandle};
     use crate::proto::{self, Writer};
 
+    /// `n` as the field type `T`, or an error naming `what`.
+    pub(crate) fn fits<T: TryFrom<usize>>(n: usize, what: &str) -> Result<T> {
+        T::try_from(n)
+            .map_err(|_| ClientError::Protocol(format!("{what} of {n} bytes is too long")))
+    }
+
     /// HELLO.
-    pub fn hello(name: &[u8]) -> Vec<u8> {
+    pub fn hello(name: &[u8]) -> Result<Vec<u8>> {
         hello_version(name, proto::VERSION)
     }
     /// HELLO for protocol `version`.
-    pub fn hello_version(name: &[u8], version: u32) -> Vec<u8> {
-        Writer::new()
+    pub fn hello_version(name: &[u8], version: u32) -> Result<Vec<u8>> {
+        Ok(Writer::new()
             .bytes(&proto::MAGIC)
             .u32(version)
             .u32(0)
-            .u16(name.len() as u16)
+            .u16(fits(name.len(), "a client name")?)
             .bytes(name)
-            .finish()
+            .finish())
     }
-    pub fn acquire_volume(key: &[u8], aux: &[u8]) -> Vec<u8> {
-        Writer::new()
-            .u16(key.len() as u16)
-            .u16(aux.len() as u16)
+    pub fn acquire_volume(key: &[u8], aux: &[u8]) -> Result<Vec<u8>> {
+        Ok(Writer::new()
+            .u16(fits(key.len(), "a volume key")?)
+            .u16(fits(aux.len(), "coherency data")?)
             .bytes(key)
             .bytes(aux)
-            .finish()
+            .finish())
     }
     pub fn relinquish_volume(v: VolumeHandle, invalidate: bool) -> Vec<u8> {
-        Writer::new().u32(v.0).u8(invalidate as u8).finish()
+        Writer::new().u32(v.0).u8(u8::from(invalidate)).finish()
     }
-    pub fn acquire_cookie(v: VolumeHandle, key: &[u8], aux: &[u8], size: u64) -> Vec<u8> {
-        Writer::new()
+    pub fn acquire_cookie(v: VolumeHandle, key: &[u8], aux: &[u8], size: u64) -> Result<Vec<u8>> {
+        Ok(Writer::new()
             .u32(v.0)
-            .u16(key.len() as u16)
-            .u16(aux.len() as u16)
+            .u16(fits(key.len(), "an object key")?)
+            .u16(fits(aux.len(), "coherency data")?)
             .u64(size)
             .bytes(key)
             .bytes(aux)
-            .finish()
+            .finish())
     }
     pub fn relinquish_cookie(c: CookieHandle, retire: bool) -> Vec<u8> {
-        Writer::new().u32(c.0).u8(retire as u8).finish()
+        Writer::new().u32(c.0).u8(u8::from(retire)).finish()
     }
     pub fn use_cookie(c: CookieHandle, will_modify: bool) -> Vec<u8> {
-        Writer::new().u32(c.0).u8(will_modify as u8).finish()
+        Writer::new().u32(c.0).u8(u8::from(will_modify)).finish()
     }
-    pub fn unuse_cookie(c: CookieHandle, aux: Option<&[u8]>, size: Option<u64>) -> Vec<u8> {
+    pub fn unuse_cookie(c: CookieHandle, aux: Option<&[u8]>, size: Option<u64>) -> Result<Vec<u8>> {
         let flags = u8::from(aux.is_some()) | (u8::from(size.is_some()) << 1);
         let aux = aux.unwrap_or(&[]);
-        Writer::new()
+        Ok(Writer::new()
             .u32(c.0)
             .u8(flags)
-            .u16(aux.len() as u16)
+            .u16(fits(aux.len(), "coherency data")?)
             .u64(size.unwrap_or(0))
             .bytes(aux)
-            .finish()
+            .finish())
     }
     pub fn read(c: CookieHandle, offset: u64, len: u32) -> Vec<u8> {
         Writer::new().u32(c.0).u32(len).u64(offset).finish()
     }
-    pub fn write(c: CookieHandle, offset: u64, data: &[u8]) -> Vec<u8> {
-        Writer::new()
+    pub fn write(c: CookieHandle, offset: u64, data: &[u8]) -> Result<Vec<u8>> {
+        Ok(Writer::new()
             .u32(c.0)
-            .u32(data.len() as u32)
+            .u32(fits(data.len(), "a write")?)
             .u64(offset)
             .bytes(data)
-            .finish()
+            .finish())
     }
     pub fn cookie_only(c: CookieHandle) -> Vec<u8> {
         Writer::new().u32(c.0).finish()
     }
-    pub fn invalidate(c: CookieHandle, aux: &[u8], size: u64) -> Vec<u8> {
-        Writer::new()
+    pub fn invalidate(c: CookieHandle, aux: &[u8], size: u64) -> Result<Vec<u8>> {
+        Ok(Writer::new()
             .u32(c.0)
-            .u16(aux.len() as u16)
+            .u16(fits(aux.len(), "coherency data")?)
             .u16(0)
             .u64(size)
             .bytes(aux)
-            .finish()
+            .finish())
     }
     pub fn resize(c: CookieHandle, size: u64) -> Vec<u8> {
         Writer::new().u32(c.0).u32(0).u64(size).finish()

@@ -24,7 +24,7 @@ pub trait Requests: Send + Sync {
     }
 
     fn acquire_volume(&self, key: &[u8], aux: &[u8]) -> Result<VolumeHandle> {
-        reply::volume(&self.call(Op::AcquireVolume, &request::acquire_volume(key, aux))?)
+        reply::volume(&self.call(Op::AcquireVolume, &request::acquire_volume(key, aux)?)?)
     }
 
     fn relinquish_volume(&self, v: VolumeHandle, invalidate: bool) -> Result<()> {
@@ -44,7 +44,7 @@ pub trait Requests: Send + Sync {
     ) -> Result<CookieHandle> {
         reply::cookie(&self.call(
             Op::AcquireCookie,
-            &request::acquire_cookie(v, key, aux, size),
+            &request::acquire_cookie(v, key, aux, size)?,
         )?)
     }
 
@@ -59,7 +59,7 @@ pub trait Requests: Send + Sync {
     }
 
     fn unuse_cookie(&self, c: CookieHandle) -> Result<()> {
-        self.call(Op::UnuseCookie, &request::unuse_cookie(c, None, None))
+        self.call(Op::UnuseCookie, &request::unuse_cookie(c, None, None)?)
             .map(|_| ())
     }
 

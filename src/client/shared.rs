@@ -70,7 +70,7 @@ impl SharedClient {
         let mut rd = BufReader::with_capacity(256 << 10, stream.try_clone()?);
         // The greeting, before the reader thread starts.
         let mut w = &stream;
-        w.write_all(&proto::frame(Op::Hello as u16, 1, &request::hello(name)))?;
+        w.write_all(&proto::frame(Op::Hello as u16, 1, &request::hello(name)?))?;
         let f = read_frame(&mut rd)?;
         if f.id != 1 {
             return Err(ClientError::Protocol(format!(

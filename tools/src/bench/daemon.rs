@@ -194,7 +194,9 @@ fn run_clone(
             let id = if is_read {
                 c.queue(Op::Read, &request::read(cookie, off, bs as u32))
             } else {
-                c.queue(Op::Write, &request::write(cookie, off, mix.next_write()))
+                let body = request::write(cookie, off, mix.next_write())
+                    .map_err(client_err(ctx("a write")))?;
+                c.queue(Op::Write, &body)
             };
             outstanding.insert(id, (now, measured, is_read));
         }
@@ -291,7 +293,9 @@ fn prepare(
     while off < job.size || !ids.is_empty() {
         while off < job.size && ids.len() < 4 {
             let len = (job.size - off).min(PREFILL_CHUNK) as usize;
-            ids.push_back(c.queue(Op::Write, &request::write(cookie, off, &chunk[..len])));
+            let body = request::write(cookie, off, &chunk[..len])
+                .map_err(client_err(ctx("a prefill write")))?;
+            ids.push_back(c.queue(Op::Write, &body));
             off += len as u64;
         }
         if let Some(id) = ids.pop_front() {
