@@ -24,7 +24,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-targets=(superblock checkpoint_header region_header log_block records ringfs_wire daemon_requests)
+targets=(superblock checkpoint_header region_header log_block records ringfs_wire daemon_requests text_configs)
 failed=()
 cargo "+$toolchain" fuzz build
 for t in "${targets[@]}"; do

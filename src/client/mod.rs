@@ -114,6 +114,53 @@ fn ok_body((status, body): (Status, Vec<u8>)) -> Result<Vec<u8>> {
     }
 }
 
+/// One frame from `rd`.
+pub(crate) fn read_frame(rd: &mut impl Read) -> Result<Frame> {
+    let mut head = [0u8; 16];
+    rd.read_exact(&mut head)?;
+    let h = proto::parse_header(&head)?;
+    let mut payload = vec![0u8; h.payload_len];
+    rd.read_exact(&mut payload)?;
+    Ok(Frame {
+        op: h.op,
+        id: h.id,
+        payload,
+    })
+}
+
+/// Send HELLO (request id 1) and read its answer. A daemon at its
+/// connection cap answers with a Hello reply of id 0 and status Busy, then
+/// closes: that is `Err(Status(Busy))`, also when the Hello could no longer
+/// be sent.
+pub(crate) fn greet(
+    mut w: &UnixStream,
+    rd: &mut impl Read,
+    name: &[u8],
+    version: u32,
+) -> Result<ServerInfo> {
+    let sent = w.write_all(&proto::frame(
+        Op::Hello as u16,
+        1,
+        &request::hello_version(name, version)?,
+    ));
+    let f = match read_frame(rd) {
+        Ok(f) => f,
+        Err(e) => return Err(sent.err().map_or(e, ClientError::Io)),
+    };
+    if f.id == 0 && f.op == proto::reply_op(Op::Hello as u16) {
+        let (st, _) = reply_of(&f)?;
+        return Err(ClientError::Status(st));
+    }
+    if f.id != 1 {
+        return Err(ClientError::Protocol(format!(
+            "the greeting was answered with id {}",
+            f.id
+        )));
+    }
+    let (st, b) = reply_of(&f)?;
+    reply::hello(&ok_body((st, b.to_vec()))?)
+}
+
 impl Client {
     /// Connect to the daemon at `socket` and greet it.
     pub fn connect(socket: &Path) -> Result<Client> {
@@ -139,11 +186,8 @@ impl Client {
                 max_data: 0,
             },
         };
-        let reply = c.call(
-            Op::Hello,
-            &request::hello_version(b"ringcache-client", version)?,
-        )?;
-        c.info = reply::hello(&reply)?;
+        c.info = greet(&c.stream, &mut c.reader, b"ringcache-client", version)?;
+        c.next_id = 2;
         Ok(c)
     }
 
@@ -190,16 +234,7 @@ impl Client {
             // About to wait for the daemon: it must have our requests.
             self.flush()?;
         }
-        let mut head = [0u8; 16];
-        self.reader.read_exact(&mut head)?;
-        let h = proto::parse_header(&head)?;
-        let mut payload = vec![0u8; h.payload_len];
-        self.reader.read_exact(&mut payload)?;
-        Ok(Frame {
-            op: h.op,
-            id: h.id,
-            payload,
-        })
+        read_frame(&mut self.reader)
     }
 
     /// Wait for the reply to request `id` (queued requests are sent before

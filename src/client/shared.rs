@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::{ClientError, Frame, Requests, Result, ServerInfo, ok_body, reply, reply_of, request};
+use super::{ClientError, Frame, Requests, Result, ServerInfo, greet, read_frame, reply_of};
 use crate::proto::{self, Op, Status};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,17 +69,7 @@ impl SharedClient {
         let stream = UnixStream::connect(socket)?;
         let mut rd = BufReader::with_capacity(256 << 10, stream.try_clone()?);
         // The greeting, before the reader thread starts.
-        let mut w = &stream;
-        w.write_all(&proto::frame(Op::Hello as u16, 1, &request::hello(name)?))?;
-        let f = read_frame(&mut rd)?;
-        if f.id != 1 {
-            return Err(ClientError::Protocol(format!(
-                "the greeting was answered with id {}",
-                f.id
-            )));
-        }
-        let (st, b) = reply_of(&f)?;
-        let info = reply::hello(&ok_body((st, b.to_vec()))?)?;
+        let info = greet(&stream, &mut rd, name, proto::VERSION)?;
         let inner = Arc::new(Inner {
             writer: Mutex::new(stream),
             next_id: AtomicU64::new(2),
@@ -171,19 +161,6 @@ impl Drop for SharedClient {
             let _ = t.join();
         }
     }
-}
-
-fn read_frame(rd: &mut impl Read) -> Result<Frame> {
-    let mut head = [0u8; 16];
-    rd.read_exact(&mut head)?;
-    let h = proto::parse_header(&head)?;
-    let mut payload = vec![0u8; h.payload_len];
-    rd.read_exact(&mut payload)?;
-    Ok(Frame {
-        op: h.op,
-        id: h.id,
-        payload,
-    })
 }
 
 /// The reader: routes replies until the connection fails; returns why.

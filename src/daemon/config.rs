@@ -16,6 +16,7 @@
 //! engine auto                     # auto, uring or psync
 //! lru_timeout 10                  # seconds an unused cookie stays bound
 //! callback_margin 10              # seconds before expiry a promise stops counting
+//! max_connections 1024            # clients connected at once; more are refused
 //! allow afs.example uid=1000,1001 gid=100
 //! allow * uid=0
 //! ```
@@ -55,8 +56,15 @@ pub struct Config {
     /// A callback promise that expires within this margin is treated as
     /// expired (the callback layer's `margin`).
     pub callback_margin: Duration,
+    /// Clients connected at once; one more is refused (a Hello reply with
+    /// status Busy and id 0, then the connection closes).
+    pub max_connections: usize,
     pub access: Vec<AccessRule>,
 }
+
+/// Clients connected at once by default (each costs a thread, two once it
+/// reads, and a descriptor).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Directory of the embedded default, relative to the working directory.
 pub const DEFAULT_DIR: &str = "ringcache-data";
@@ -76,6 +84,7 @@ impl Config {
             engine: EngineKind::Auto,
             lru_timeout: Duration::from_secs(10),
             callback_margin: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             access: Vec::new(),
         }
     }
@@ -162,6 +171,13 @@ impl Config {
                         .parse()
                         .map_err(|_| err(format!("{value:?} is not a number of seconds")))?;
                     c.callback_margin = Duration::from_secs(s);
+                }
+                "max_connections" => {
+                    c.max_connections = value
+                        .parse()
+                        .ok()
+                        .filter(|&n: &usize| (1..=1_000_000).contains(&n))
+                        .ok_or_else(|| err(format!("{value:?} is not a number 1..=1000000")))?;
                 }
                 "lru_timeout" => {
                     let s: u64 = value

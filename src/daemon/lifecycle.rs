@@ -199,6 +199,10 @@ pub fn run(
                     continue;
                 }
             };
+            if lock(open).len() >= d.cfg.max_connections {
+                refuse(stream, d.cfg.max_connections);
+                continue;
+            }
             let id = next_conn;
             next_conn += 1;
             if let Ok(s) = stream.try_clone() {
@@ -248,6 +252,31 @@ pub fn run(
     close(daemon)?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// A client over the connection cap: told so in the one frame it gets (a
+/// Hello reply of status Busy with id 0, which no request has), then
+/// closed, without a thread. The write cannot block the accept loop: the
+/// frame is far smaller than a fresh socket's buffer, and the socket is
+/// non-blocking for it.
+fn refuse(stream: UnixStream, cap: usize) {
+    use std::io::Write;
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            cap,
+            "connection cap reached: refusing clients (max_connections)"
+        );
+    }
+    let frame = super::frames::reply_frame(
+        crate::proto::Op::Hello as u16,
+        0,
+        crate::proto::Status::Busy,
+        &[],
+    );
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(&frame);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// LRU discard of idle cookies and a flush when dirty, once a second,
