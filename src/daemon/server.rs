@@ -155,6 +155,7 @@ impl Daemon {
         let o = self.store.occupancy_summary();
         for (k, n) in [
             ("regions", u64::from(o.regions)),
+            ("region_bytes", o.region_bytes),
             ("regions_free", u64::from(o.regions_free)),
             ("objects", o.objects),
             ("extents", o.extents),

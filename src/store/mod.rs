@@ -74,6 +74,8 @@ pub struct StoreStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occupancy {
     pub regions: u32,
+    /// Bytes of one region (regions × this: the data capacity).
+    pub region_bytes: u64,
     pub regions_free: u32,
     pub objects: u64,
     pub max_objects: u64,
@@ -204,6 +206,7 @@ impl Store {
         let inner = self.lock();
         Occupancy {
             regions: inner.ix.geometry.region_count,
+            region_bytes: inner.ix.geometry.region_bytes,
             regions_free: inner.free.len() as u32,
             objects: inner.ix.objects.len() as u64,
             max_objects: inner.max_objects,

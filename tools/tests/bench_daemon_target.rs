@@ -90,3 +90,34 @@ fn no_daemon_is_a_clear_error() {
         "{text}"
     );
 }
+
+#[test]
+fn jobs_larger_than_the_daemons_cache_are_refused_up_front() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 64 MiB cache; two clones of 48 MiB do not fit.
+    let config = write_config(dir.path(), "");
+    let d = DaemonProc::start(dir.path(), &config);
+    let f = JobFile::parse("[big]\nsize=48m\nrw=randwrite\nbs=4k\nnumjobs=2\nruntime=1\n")
+        .expect("parses");
+    let writes = |d: &DaemonProc| {
+        d.client()
+            .stats()
+            .expect("stats")
+            .into_iter()
+            .find(|(k, _)| k == "store.write_bytes")
+            .map(|(_, v)| v)
+            .expect("store.write_bytes")
+    };
+    let before = writes(&d);
+    let e = run(&f, &options(&d.socket)).expect_err("does not fit");
+    let text = e.to_string();
+    assert!(
+        text.contains("96 MiB") && text.contains("size=") && text.contains("larger cache"),
+        "{text}"
+    );
+    assert_eq!(writes(&d), before, "refused before anything was written");
+    // One clone fits and runs.
+    let f = JobFile::parse("[fits]\nsize=16m\nrw=randread\nbs=4k\nruntime=1\ntime_based\n")
+        .expect("parses");
+    run(&f, &options(&d.socket)).expect("a job that fits runs");
+}

@@ -53,6 +53,7 @@ pub(super) fn run(file: &JobFile, socket: &Path, progress: bool) -> Result<Repor
         "connecting to ringcached at {} (is it running? --socket names another)",
         socket.display()
     )))?;
+    let capacity = daemon_capacity(&mut control)?;
     let mut reports = Vec::new();
     let groups = file.jobs.iter().map(|j| j.group).max().unwrap_or(0);
     for g in 0..=groups {
@@ -60,6 +61,7 @@ pub(super) fn run(file: &JobFile, socket: &Path, progress: bool) -> Result<Repor
         if members.is_empty() {
             continue;
         }
+        check_fits(&members, capacity)?;
         let before = daemon_store_stats(&mut control)?;
         let clones: usize = members.iter().map(|j| j.numjobs as usize).sum();
         let barrier = Barrier::new(clones);
@@ -125,6 +127,51 @@ pub(super) fn run(file: &JobFile, socket: &Path, progress: bool) -> Result<Repor
         target: Target::Daemon,
         notes: Vec::new(),
     })
+}
+
+/// The share of the daemon's data capacity the jobs running together may
+/// fill: the rest is the culling's working room.
+const FILL_LIMIT_PERCENT: u64 = 90;
+
+/// The daemon's data capacity in bytes (regions × region size).
+fn daemon_capacity(c: &mut Client) -> Result<u64, BenchError> {
+    let stats = c
+        .stats()
+        .map_err(client_err("reading the daemon's counters"))?;
+    let get = |k: &str| stats.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    match (get("space.regions"), get("space.region_bytes")) {
+        (Some(n), Some(b)) => Ok(n.saturating_mul(b)),
+        _ => Err(BenchError::Daemon {
+            context: "reading the daemon's counters".into(),
+            why: "no space.regions or space.region_bytes".into(),
+        }),
+    }
+}
+
+/// Every clone of a job writes (or prefills) its own object of the job's
+/// size: the jobs that run together must fit in the cache, or writes are
+/// dropped part way. Said before anything runs, with what to change.
+fn check_fits(members: &[&Job], capacity: u64) -> Result<(), BenchError> {
+    let total: u64 = members
+        .iter()
+        .map(|j| j.size.saturating_mul(u64::from(j.numjobs)))
+        .sum();
+    let limit = capacity / 100 * FILL_LIMIT_PERCENT;
+    if total > limit {
+        let names: Vec<&str> = members.iter().map(|j| j.name.as_str()).collect();
+        return Err(BenchError::Daemon {
+            context: format!("jobs {names:?}"),
+            why: format!(
+                "they need {} MiB (size x numjobs), more than {FILL_LIMIT_PERCENT}% of the \
+                 daemon's cache ({} MiB): give the job file a smaller size= (at most {} MiB \
+                 in all), or the daemon a larger cache (size in its configuration)",
+                total >> 20,
+                capacity >> 20,
+                limit >> 20
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The daemon's `store.*` counters.
