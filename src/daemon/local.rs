@@ -192,15 +192,16 @@ impl LocalSession {
             Ok(StartedRead::Done(result)) => op.read_done(result),
             Err(e) => op.read_done(Err(e)),
         };
-        // The reply as a connection would get it, less the frame header.
-        let f = read_reply(0, outcome);
-        match frame_of(&f).map(|f| f.payload) {
-            Some(p) if p.len() >= 4 => {
-                let st = Status::from_u16(u16::from_le_bytes([p[0], p[1]]));
-                (st, p[4..].to_vec())
-            }
-            _ => (Status::Internal, Vec::new()),
+        // The reply as a connection would get it: a 16-byte frame header,
+        // status u16, reserved u16, then the body, taken in place (no copy
+        // of the data).
+        let mut f = read_reply(0, outcome);
+        if f.len() < 20 {
+            return (Status::Internal, Vec::new());
         }
+        let st = Status::from_u16(u16::from_le_bytes([f[16], f[17]]));
+        f.drain(..20);
+        (st, f)
     }
 }
 
