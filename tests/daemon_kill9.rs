@@ -107,8 +107,11 @@ fn kill9_of_the_daemon_while_clients_write() {
                 })
             })
             .collect();
-        // Long enough for the daemon's periodic flush in some rounds.
-        std::thread::sleep(Duration::from_millis(300 + round * 347 % 1500));
+        // Some rounds shorter than the daemon's periodic flush (once a
+        // second), some long enough for two of them, so that some data is
+        // sure to be durable before a kill.
+        const RUN_MS: [u64; 6] = [300, 2300, 647, 2600, 488, 1341];
+        std::thread::sleep(Duration::from_millis(RUN_MS[round as usize]));
         d.kill9();
         stop.store(true, Ordering::Relaxed);
         for w in writers {

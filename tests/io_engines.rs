@@ -339,9 +339,10 @@ fn completions_reach_their_own_requester() {
     const BLOCKS_PER_THREAD: u64 = 96;
     const BATCH: usize = 48;
     // A shallow queue, so that pending ops pile up past the back-pressure
-    // limit and submitters block.
+    // limit and submitters block; one ring that every thread shares.
     let opts = OpenOptions {
         queue_depth: 8,
+        rings: 1,
         pool: small_pool(),
         ..OpenOptions::default()
     };
@@ -522,10 +523,13 @@ fn threads_that_wait_take_turns_driving_and_each_gets_its_own() {
     // a queue depth of 8: submitters past the depth reap for room, one
     // thread at a time drives, the others are routed their completions or
     // poked to take over. Every op completes exactly once, to its owner.
+    // One ring for all of them (the hand-off logic; with a ring per
+    // thread, see the next test, no hand-off happens).
     const THREADS: u64 = 4;
     const OPS: u64 = 400;
     let opts = OpenOptions {
         queue_depth: 8,
+        rings: 1,
         pool: small_pool(),
         ..OpenOptions::default()
     };
@@ -562,6 +566,67 @@ fn threads_that_wait_take_turns_driving_and_each_gets_its_own() {
             }
         });
     });
+}
+
+#[test]
+fn threads_that_submit_together_each_drive_a_ring_of_their_own() {
+    // Each submitting thread uses the ring of its lane: four threads doing
+    // reads at once open rings of their own, none ever waits for another
+    // to drive, and every read returns its own bytes.
+    const THREADS: u64 = 4;
+    const READS: u64 = 200;
+    let device = temp_device(THREADS as usize * 64 * BLOCK);
+    let opts = OpenOptions {
+        rings: 64,
+        pool: small_pool(),
+        ..OpenOptions::default()
+    };
+    let Some(engine) = open_uring(device.path(), &opts) else {
+        return;
+    };
+    for t in 0..THREADS {
+        let mut ops: Vec<Op> = (0..64u64)
+            .map(|j| {
+                let offset = (t * 64 + j) * BLOCK as u64;
+                Op::write(
+                    offset,
+                    patterned(engine.alloc(BLOCK), t, offset),
+                    j,
+                    IoHint::Data,
+                )
+            })
+            .collect();
+        let n = ops.len();
+        let done = run_batch(&engine, std::mem::take(&mut ops));
+        assert_eq!(done.len(), n);
+    }
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let engine = &engine;
+            s.spawn(move || {
+                for i in 0..READS {
+                    let offset = (t * 64 + i % 64) * BLOCK as u64;
+                    let buf = io::read_at(engine, offset, BLOCK, IoHint::Data).expect("read");
+                    assert!(
+                        buf[..] == pattern(t, offset, BLOCK)[..],
+                        "thread {t} read {i}"
+                    );
+                }
+            });
+        }
+    });
+    let stats = engine.stats();
+    assert!(
+        engine.rings_open() >= THREADS as usize,
+        "{} rings for {THREADS} threads",
+        engine.rings_open()
+    );
+    assert_eq!(
+        stats.driver_waits, 0,
+        "no thread waited for another: {stats:?}"
+    );
+    // Each read one enter (its submission and its wait), on any ring.
+    assert!(stats.enters >= THREADS * READS, "{stats:?}");
 }
 
 #[test]

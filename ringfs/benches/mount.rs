@@ -10,7 +10,11 @@
 //!   where nothing was stored, and holes read faster than data),
 //! - `cold`: the mount with `--no-cache` (every read from the server),
 //! - `warm`: the mount with the file cached by ringcache (read once
-//!   before), so reads are served by the store.
+//!   before), so reads are served by the store,
+//! - `null`: a FUSE file system of one file that answers every read from
+//!   memory, mounted by this process through `fuser` with the mount's
+//!   settings (threads, asynchronous direct I/O, background requests):
+//!   the most any `fuser`-based client gets from this kernel and machine.
 //!
 //! Options: `--dir DIR` (where the files go; default the temp directory),
 //! `--size-mib N` (the file, 512), `--seconds S` per run (4), `--reps N`
@@ -21,7 +25,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 struct Opts {
     dir: PathBuf,
@@ -119,6 +123,150 @@ fn mount(addr: &str, dir: &Path, args: &[&str]) -> Proc {
     let line = first_line(&mut c);
     assert!(line.starts_with("mounted"), "mount said {line:?}");
     Proc(c, Some(dir.to_path_buf()))
+}
+
+/// The `null` column: one regular file, `data`, whose every read is
+/// answered from a buffer in memory, with the FUSE settings of `ringfs
+/// mount` (its `init` and thread count).
+struct NullFs {
+    size: u64,
+    pattern: Vec<u8>,
+}
+
+impl NullFs {
+    fn attr(&self, ino: u64) -> fuser::FileAttr {
+        let dir = ino == 1;
+        fuser::FileAttr {
+            ino: fuser::INodeNo(ino),
+            size: if dir { 0 } else { self.size },
+            blocks: self.size / 512,
+            atime: SystemTime::UNIX_EPOCH,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+            crtime: SystemTime::UNIX_EPOCH,
+            kind: if dir {
+                fuser::FileType::Directory
+            } else {
+                fuser::FileType::RegularFile
+            },
+            perm: if dir { 0o755 } else { 0o644 },
+            nlink: if dir { 2 } else { 1 },
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+const TTL: Duration = Duration::from_secs(1);
+
+impl fuser::Filesystem for NullFs {
+    fn init(
+        &mut self,
+        _req: &fuser::Request,
+        config: &mut fuser::KernelConfig,
+    ) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(
+        &self,
+        _req: &fuser::Request,
+        parent: fuser::INodeNo,
+        name: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        if parent.0 == 1 && name == "data" {
+            reply.entry(&TTL, &self.attr(2), fuser::Generation(0));
+        } else {
+            reply.error(fuser::Errno::ENOENT);
+        }
+    }
+
+    fn getattr(
+        &self,
+        _req: &fuser::Request,
+        ino: fuser::INodeNo,
+        _fh: Option<fuser::FileHandle>,
+        reply: fuser::ReplyAttr,
+    ) {
+        match ino.0 {
+            1 | 2 => reply.attr(&TTL, &self.attr(ino.0)),
+            _ => reply.error(fuser::Errno::ENOENT),
+        }
+    }
+
+    fn open(
+        &self,
+        _req: &fuser::Request,
+        _ino: fuser::INodeNo,
+        _flags: fuser::OpenFlags,
+        reply: fuser::ReplyOpen,
+    ) {
+        reply.opened(fuser::FileHandle(0), fuser::FopenFlags::empty());
+    }
+
+    fn read(
+        &self,
+        _req: &fuser::Request,
+        _ino: fuser::INodeNo,
+        _fh: fuser::FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: fuser::ReplyData,
+    ) {
+        let n = (size as u64).min(self.size.saturating_sub(offset));
+        let n = (n as usize).min(self.pattern.len());
+        reply.data(&self.pattern[..n]);
+    }
+}
+
+/// Mounts [`NullFs`] on `dir` in a thread of this process; unmounted
+/// when the returned guard drops.
+fn mount_null(dir: &Path, size: u64, threads: usize) -> NullMount {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let mut pattern = vec![0u8; 1 << 20];
+    for (i, b) in pattern.iter_mut().enumerate() {
+        *b = (i * 7 + 3) as u8;
+    }
+    let mut fc = fuser::Config::default();
+    fc.mount_options = vec![
+        fuser::MountOption::FSName("nullfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    fc.n_threads = Some(threads);
+    let mut session = fuser::Session::new(NullFs { size, pattern }, dir, &fc).expect("mount null");
+    let unmounter = session.unmount_callable();
+    let thread = std::thread::spawn(move || {
+        let _ = session.run();
+    });
+    NullMount(Some(unmounter), Some(thread), dir.to_path_buf())
+}
+
+struct NullMount(
+    Option<fuser::SessionUnmounter>,
+    Option<std::thread::JoinHandle<()>>,
+    PathBuf,
+);
+
+impl Drop for NullMount {
+    fn drop(&mut self) {
+        if let Some(mut u) = self.0.take() {
+            let _ = u.unmount();
+        }
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.2).status();
+    }
 }
 
 fn drop_caches() {
@@ -260,6 +408,12 @@ fn main() {
     }
     let warm = mount(&addr, &warm_dir, &warm_args);
     let cold = mount(&addr, &cold_dir, &cold_args);
+    let null_dir = tmp.path().join("null");
+    let null_threads = o
+        .threads
+        .as_deref()
+        .map_or(16, |t| t.parse().expect("--threads N"));
+    let null = mount_null(&null_dir, size, null_threads);
     // Warm the cache: one sequential pass through the cached mount.
     {
         let t = std::time::Instant::now();
@@ -280,16 +434,17 @@ fn main() {
         raw_file.display()
     );
     println!(
-        "{:<26} {:>12} {:>12} {:>12} {:>10} {:>10}",
-        "workload", "raw", "cold", "warm", "warm/raw", "warm/cold"
+        "{:<26} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "workload", "raw", "cold", "warm", "null", "warm/raw", "warm/cold", "warm/null"
     );
     let mut headline = 0.0;
     for job in JOBS {
-        let (mut raw, mut c, mut w) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut raw, mut c, mut w, mut nl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..o.reps {
             raw.push(fio(&job, &raw_file, size, o.seconds));
             c.push(fio(&job, &cold_dir.join("data"), size, o.seconds));
             w.push(fio(&job, &warm_dir.join("data"), size, o.seconds));
+            nl.push(fio(&job, &null_dir.join("data"), size, o.seconds));
         }
         let pick = |v: &[(f64, f64)]| {
             let mut x: Vec<f64> = v
@@ -298,16 +453,18 @@ fn main() {
                 .collect();
             median(&mut x)
         };
-        let (r, cl, wm) = (pick(&raw), pick(&c), pick(&w));
+        let (r, cl, wm, n) = (pick(&raw), pick(&c), pick(&w), pick(&nl));
         let unit = if job.bs == "4k" { "IOPS" } else { "MiB/s" };
         println!(
-            "{:<26} {:>7.0} {unit:<5}{:>7.0} {unit:<5}{:>7.0} {unit:<5}{:>9.2} {:>10.2}",
+            "{:<26} {:>7.0} {unit:<5}{:>7.0} {unit:<5}{:>7.0} {unit:<5}{:>7.0} {unit:<5}{:>9.2} {:>10.2} {:>10.2}",
             job.name,
             r,
             cl,
             wm,
+            n,
             wm / r,
-            wm / cl
+            wm / cl,
+            wm / n
         );
         if job.name == "4k randread qd32 direct" {
             headline = wm / r;
@@ -315,5 +472,6 @@ fn main() {
     }
     drop(warm);
     drop(cold);
+    drop(null);
     println!("ratio {headline:.2}");
 }

@@ -373,8 +373,12 @@ pub struct OpenOptions {
     pub engine: EngineKind,
     /// Open read-only (tools); writes then fail.
     pub read_only: bool,
-    /// io_uring submission queue depth.
+    /// io_uring submission queue depth (of each ring).
     pub queue_depth: u32,
+    /// io_uring rings at most, 0 for the default
+    /// ([`uring::DEFAULT_RINGS`]): each submitting thread uses the ring of
+    /// its lane (its number modulo this), opened on first use.
+    pub rings: u32,
     /// Buffers to register.
     pub pool: PoolConfig,
 }
@@ -385,6 +389,7 @@ impl Default for OpenOptions {
             engine: EngineKind::Auto,
             read_only: false,
             queue_depth: 128,
+            rings: 0,
             pool: PoolConfig::default(),
         }
     }

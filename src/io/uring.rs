@@ -7,7 +7,19 @@
 //! requester that submits and waits is woken once per batch, with no
 //! hand-off to another thread, as fio's own loop is.
 //!
-//! Several threads share the ring. Submission is serialized by the `sq`
+//! Rings by lane: the engine opens up to [`OpenOptions::rings`] rings
+//! (16 by default), lane 0's with the engine and each other one the first
+//! time a thread of its lane submits; a thread's lane is its number (given
+//! the first time it submits to any engine) modulo the rings. A thread
+//! that submits and waits so finds its own ring in most processes (the
+//! FUSE workers of a mount, a daemon's connection threads up to the number
+//! of rings): no other thread drives it, so its completions cost no
+//! hand-off and its submissions no lock contention. All rings register the
+//! same file and buffer pool; a flush (`fdatasync`) covers the writes
+//! completed on every ring. If the kernel refuses one more ring, its lane
+//! shares lane 0's.
+//!
+//! Several threads may share a ring. Submission is serialized by the `sq`
 //! lock (held across the non-blocking enter that submits). Reaping is one
 //! role, the *driver*: whoever holds the `reap` lock waits in the kernel,
 //! reaps every CQE and routes each completion to its requester's queue, one
@@ -21,8 +33,8 @@
 //! costs no thread and no wakeup. (`submit_and_wait` by a thread that can
 //! take the driving role sends its SQEs with the enter that waits.)
 //!
-//! The device is registered as fixed file 0 and every buffer of the engine's
-//! pool as a fixed buffer, so a request with a pool buffer is a
+//! The device is registered as fixed file 0 of each ring and every buffer
+//! of the engine's pool as a fixed buffer, so a request with a pool buffer is a
 //! `READ_FIXED`/`WRITE_FIXED` that skips pinning pages per I/O. Where the
 //! kernel refuses to register the buffers (memlock limit), the engine logs a
 //! warning and uses plain reads and writes.
@@ -42,7 +54,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 
 use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
@@ -147,14 +159,38 @@ struct Shared {
     depth: usize,
     fixed_buffers: bool,
     counters: Counters,
-    pool: BufPool,
+    pool: Arc<BufPool>,
+    /// This ring's duplicate of the device's descriptor (registered file 0).
     _device: File,
 }
 
 /// See the module docs.
 pub struct UringEngine {
-    shared: Arc<Shared>,
+    /// The rings, by lane; lane 0 opened with the engine, the others the
+    /// first time a thread of that lane submits (`None`: the kernel
+    /// refused one more ring, and that lane's threads use lane 0).
+    lanes: Box<[OnceLock<Option<Arc<Shared>>>]>,
+    /// The device, duplicated into each ring's registered file.
+    device: File,
+    /// The buffers every ring registers.
+    pool: Arc<BufPool>,
+    /// The queue depth asked for, per ring.
+    requested_depth: u32,
     device_bytes: u64,
+}
+
+/// Rings an engine opens at most when [`OpenOptions::rings`] is 0.
+pub const DEFAULT_RINGS: usize = 16;
+
+/// A small number for each thread, the first time it submits: its lane
+/// is this modulo the engine's rings.
+fn thread_number() -> usize {
+    use std::sync::atomic::AtomicUsize as Counter;
+    static NEXT: Counter = Counter::new(0);
+    thread_local! {
+        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    NUMBER.with(|n| *n)
 }
 
 impl UringEngine {
@@ -163,7 +199,189 @@ impl UringEngine {
     /// seccomp, `kernel.io_uring_disabled`), so that callers can fall back
     /// to psync.
     pub fn new(file: File, device_bytes: u64, opts: &OpenOptions) -> std::io::Result<UringEngine> {
-        let requested = opts.queue_depth.max(1);
+        let pool = Arc::new(BufPool::new(&opts.pool));
+        let requested_depth = opts.queue_depth.max(1);
+        let first = Shared::open(&file, &pool, requested_depth, true)?;
+        let n = match opts.rings {
+            0 => DEFAULT_RINGS,
+            n => n as usize,
+        };
+        let lanes: Box<[OnceLock<Option<Arc<Shared>>>]> = (0..n).map(|_| OnceLock::new()).collect();
+        let _ = lanes[0].set(Some(Arc::new(first)));
+        Ok(UringEngine {
+            lanes,
+            device: file,
+            pool,
+            requested_depth,
+            device_bytes,
+        })
+    }
+
+    /// Lane 0's ring, always open.
+    fn first(&self) -> &Arc<Shared> {
+        match self.lanes[0].get() {
+            Some(Some(s)) => s,
+            _ => unreachable!("lane 0 is opened with the engine"),
+        }
+    }
+
+    /// The calling thread's ring, opened on its first use.
+    fn ring_of_this_thread(&self) -> &Arc<Shared> {
+        let lane = thread_number() % self.lanes.len();
+        if lane == 0 {
+            return self.first();
+        }
+        let opened = self.lanes[lane].get_or_init(|| {
+            match Shared::open(&self.device, &self.pool, self.requested_depth, false) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::debug!(error = %e, lane, "cannot open one more io_uring; sharing the first");
+                    None
+                }
+            }
+        });
+        opened.as_ref().unwrap_or_else(|| self.first())
+    }
+
+    /// Every ring opened so far.
+    fn rings(&self) -> impl Iterator<Item = &Arc<Shared>> {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.get().and_then(Option::as_ref))
+    }
+
+    /// Whether the pool's buffers are registered with the kernel.
+    pub fn fixed_buffers(&self) -> bool {
+        self.first().fixed_buffers
+    }
+
+    /// The most ops in flight at once on one ring.
+    pub fn queue_depth(&self) -> usize {
+        self.first().depth
+    }
+
+    /// The rings opened so far (one per lane of threads that submitted).
+    pub fn rings_open(&self) -> usize {
+        self.rings().count()
+    }
+
+    /// A snapshot of the engine's counters, summed over its rings.
+    pub fn stats(&self) -> UringStats {
+        let mut t = UringStats::default();
+        for r in self.rings() {
+            let c = &r.counters;
+            t.fixed_sqes += c.fixed_sqes.load(Ordering::Relaxed);
+            t.plain_sqes += c.plain_sqes.load(Ordering::Relaxed);
+            t.enters += c.enters.load(Ordering::Relaxed);
+            t.sqes_submitted += c.sqes_submitted.load(Ordering::Relaxed);
+            t.max_sqes_per_enter = t
+                .max_sqes_per_enter
+                .max(c.max_sqes_per_enter.load(Ordering::Relaxed));
+            t.driver_waits += c.driver_waits.load(Ordering::Relaxed);
+        }
+        t
+    }
+}
+
+impl IoEngine for UringEngine {
+    fn name(&self) -> &'static str {
+        "uring"
+    }
+
+    fn device_bytes(&self) -> u64 {
+        self.device_bytes
+    }
+
+    fn submit(&self, ops: &mut Vec<Op>, cq: &CompletionQueue) {
+        self.ring_of_this_thread()
+            .submit(ops, cq, self.device_bytes);
+    }
+
+    fn submit_and_wait(&self, ops: &mut Vec<Op>, cq: &CompletionQueue, out: &mut Vec<Completion>) {
+        let s = self.ring_of_this_thread();
+        let Some(mut reap) = s.try_reap_lock() else {
+            // Another thread drives: submit now, then wait as usual.
+            s.submit(ops, cq, self.device_bytes);
+            cq.wait_into(out);
+            return;
+        };
+        // This thread drives, so the SQEs can wait for the enter that also
+        // waits for their completions: one system call, as fio's loop.
+        s.driving.store(true, Ordering::SeqCst);
+        let pushed = s.push_ops(ops, cq, self.device_bytes, Some(&mut reap));
+        if pushed && cq.has_completions() {
+            // No wait is coming (the queue already holds completions, a
+            // refused op's say): send the SQEs now.
+            s.enter_submit();
+        }
+        s.drive_held(&mut reap, cq, Want::Completion);
+        s.release(reap);
+        cq.wait_into(out);
+    }
+
+    fn alloc(&self, len: usize) -> IoBuf {
+        let buf = self.pool.alloc(len);
+        if buf.pool_index().is_some() {
+            return buf;
+        }
+        // The pool is empty: buffers of requesters that went away may be
+        // waiting in completions nobody reaped yet.
+        let mut polled = false;
+        for r in self.rings() {
+            if r.in_flight.load(Ordering::Relaxed) > 0 {
+                r.poll();
+                polled = true;
+            }
+        }
+        if !polled {
+            return buf;
+        }
+        let again = self.pool.alloc(len);
+        if again.pool_index().is_some() {
+            again
+        } else {
+            buf
+        }
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        for r in self.rings() {
+            r.shut_down();
+        }
+    }
+}
+
+impl Driver for Shared {
+    fn drive(&self, cq: &CompletionQueue) -> Drive {
+        Shared::drive(self, cq, Want::Completion)
+    }
+
+    fn poll(&self) {
+        let Some(mut reap) = self.try_reap_lock() else {
+            return;
+        };
+        self.driving.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            // Lets this thread post the completions of what it submitted.
+            self.enter(0);
+        }
+        self.reap_round(&mut reap);
+        self.release(reap);
+    }
+}
+
+impl Shared {
+    /// A ring over `device` (duplicated) with `pool` registered; `first`
+    /// says whether to warn when the kernel refuses the buffers (the next
+    /// rings would only repeat it).
+    fn open(
+        device: &File,
+        pool: &Arc<BufPool>,
+        requested: u32,
+        first: bool,
+    ) -> std::io::Result<Shared> {
         // Completions are posted when their submitter next enters the
         // kernel (or sleeps), not by interrupting it: fio does the same.
         let ring = match IoUring::builder()
@@ -178,132 +396,55 @@ impl UringEngine {
             Err(e) => return Err(e),
         };
         let depth = ring.params().sq_entries().min(requested) as usize;
+        let file = device.try_clone()?;
         ring.submitter().register_files(&[file.as_raw_fd()])?;
-        let pool = BufPool::new(&opts.pool);
-        let fixed_buffers = register_pool(&ring, &pool);
-        Ok(UringEngine {
-            shared: Arc::new(Shared {
-                ring,
-                sq: Mutex::new(SqSide {
-                    in_flight: Slab::with_capacity(depth),
-                    closed: false,
-                }),
-                reap: Mutex::new(ReapSide {
-                    cqes: Vec::with_capacity(depth),
-                    routed: Vec::with_capacity(depth),
-                    batch: Vec::with_capacity(depth),
-                }),
-                waiters: Mutex::new(Vec::new()),
-                has_waiters: AtomicBool::new(false),
-                room: Mutex::new(()),
-                room_freed: Condvar::new(),
-                room_waiters: AtomicUsize::new(0),
-                driving: AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
-                depth,
-                fixed_buffers,
-                counters: Counters::default(),
-                pool,
-                _device: file,
+        let fixed_buffers = register_pool(&ring, pool, first);
+        Ok(Shared {
+            ring,
+            sq: Mutex::new(SqSide {
+                in_flight: Slab::with_capacity(depth),
+                closed: false,
             }),
-            device_bytes,
+            reap: Mutex::new(ReapSide {
+                cqes: Vec::with_capacity(depth),
+                routed: Vec::with_capacity(depth),
+                batch: Vec::with_capacity(depth),
+            }),
+            waiters: Mutex::new(Vec::new()),
+            has_waiters: AtomicBool::new(false),
+            room: Mutex::new(()),
+            room_freed: Condvar::new(),
+            room_waiters: AtomicUsize::new(0),
+            driving: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            depth,
+            fixed_buffers,
+            counters: Counters::default(),
+            pool: pool.clone(),
+            _device: file,
         })
     }
 
-    /// Whether the pool's buffers are registered with the kernel.
-    pub fn fixed_buffers(&self) -> bool {
-        self.shared.fixed_buffers
-    }
-
-    /// The most ops in flight at once.
-    pub fn queue_depth(&self) -> usize {
-        self.shared.depth
-    }
-
-    /// A snapshot of the engine's counters.
-    pub fn stats(&self) -> UringStats {
-        let c = &self.shared.counters;
-        UringStats {
-            fixed_sqes: c.fixed_sqes.load(Ordering::Relaxed),
-            plain_sqes: c.plain_sqes.load(Ordering::Relaxed),
-            enters: c.enters.load(Ordering::Relaxed),
-            sqes_submitted: c.sqes_submitted.load(Ordering::Relaxed),
-            max_sqes_per_enter: c.max_sqes_per_enter.load(Ordering::Relaxed),
-            driver_waits: c.driver_waits.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl IoEngine for UringEngine {
-    fn name(&self) -> &'static str {
-        "uring"
-    }
-
-    fn device_bytes(&self) -> u64 {
-        self.device_bytes
-    }
-
-    fn submit(&self, ops: &mut Vec<Op>, cq: &CompletionQueue) {
-        let s = &*self.shared;
-        let pushed = self.shared.push_ops(ops, cq, self.device_bytes, None);
+    /// [`IoEngine::submit`] on this ring.
+    fn submit(self: &Arc<Self>, ops: &mut Vec<Op>, cq: &CompletionQueue, device_bytes: u64) {
+        let pushed = self.push_ops(ops, cq, device_bytes, None);
         if pushed {
-            s.enter_submit();
+            self.enter_submit();
             // A waiter that found nothing to drive sleeps until work
             // arrives. (SeqCst pairs with `Shared::idle`: either it sees
             // our op in flight, or we see it waiting.)
-            if s.has_waiters.load(Ordering::SeqCst) && !s.driving.load(Ordering::SeqCst) {
-                s.poke_waiters();
+            if self.has_waiters.load(Ordering::SeqCst) && !self.driving.load(Ordering::SeqCst) {
+                self.poke_waiters();
             }
         }
     }
 
-    fn submit_and_wait(&self, ops: &mut Vec<Op>, cq: &CompletionQueue, out: &mut Vec<Completion>) {
-        let s = &*self.shared;
-        let Some(mut reap) = s.try_reap_lock() else {
-            // Another thread drives: submit now, then wait as usual.
-            self.submit(ops, cq);
-            cq.wait_into(out);
-            return;
-        };
-        // This thread drives, so the SQEs can wait for the enter that also
-        // waits for their completions: one system call, as fio's loop.
-        s.driving.store(true, Ordering::SeqCst);
-        let pushed = self
-            .shared
-            .push_ops(ops, cq, self.device_bytes, Some(&mut reap));
-        if pushed && cq.has_completions() {
-            // No wait is coming (the queue already holds completions, a
-            // refused op's say): send the SQEs now.
-            s.enter_submit();
-        }
-        s.drive_held(&mut reap, cq, Want::Completion);
-        s.release(reap);
-        cq.wait_into(out);
-    }
-
-    fn alloc(&self, len: usize) -> IoBuf {
-        let buf = self.shared.pool.alloc(len);
-        if buf.pool_index().is_some() || self.shared.in_flight.load(Ordering::Relaxed) == 0 {
-            return buf;
-        }
-        // The pool is empty: buffers of requesters that went away may be
-        // waiting in completions nobody reaped yet.
-        self.shared.poll();
-        let again = self.shared.pool.alloc(len);
-        if again.pool_index().is_some() {
-            again
-        } else {
-            buf
-        }
-    }
-}
-
-impl Drop for UringEngine {
-    fn drop(&mut self) {
-        let s = &*self.shared;
+    /// The engine goes: finish everything in flight (the kernel must be
+    /// done with every buffer before the ring and the pool go), then let
+    /// go of the device and the buffers.
+    fn shut_down(&self) {
+        let s = self;
         s.lock_sq().closed = true;
-        // Finish everything in flight: the kernel must be done with every
-        // buffer before the ring (and the pool) go.
         let mut failing = 0u32;
         while s.in_flight.load(Ordering::SeqCst) > 0 {
             let mut reap = s.reap.lock().unwrap_or_else(|e| e.into_inner());
@@ -347,28 +488,7 @@ impl Drop for UringEngine {
             std::mem::forget(std::mem::take(&mut sq.in_flight));
         }
     }
-}
 
-impl Driver for Shared {
-    fn drive(&self, cq: &CompletionQueue) -> Drive {
-        Shared::drive(self, cq, Want::Completion)
-    }
-
-    fn poll(&self) {
-        let Some(mut reap) = self.try_reap_lock() else {
-            return;
-        };
-        self.driving.store(true, Ordering::SeqCst);
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            // Lets this thread post the completions of what it submitted.
-            self.enter(0);
-        }
-        self.reap_round(&mut reap);
-        self.release(reap);
-    }
-}
-
-impl Shared {
     fn lock_sq(&self) -> MutexGuard<'_, SqSide> {
         self.sq.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -734,7 +854,7 @@ fn route(routed: &mut Vec<(CompletionQueue, Completion)>, batch: &mut Vec<Comple
 }
 
 /// Register every pool buffer with `ring`. Returns whether that worked.
-fn register_pool(ring: &IoUring, pool: &BufPool) -> bool {
+fn register_pool(ring: &IoUring, pool: &BufPool, warn: bool) -> bool {
     let iovecs: Vec<libc::iovec> = pool
         .iovecs()
         .iter()
@@ -749,11 +869,16 @@ fn register_pool(ring: &IoUring, pool: &BufPool) -> bool {
     // SAFETY: each iovec is the memory of one pool buffer, which never moves
     // or shrinks (an `IoBuf` does not expose its allocation, and it goes
     // back to the pool whole) and is freed only with the pool. The caller
-    // (`UringEngine::new`) moves this ring and the pool into one `Shared`,
-    // whose `ring` field is declared, and so dropped, before its `pool`;
-    // until then no I/O is submitted, so the kernel touches no buffer.
+    // (`Shared::open`) moves this ring and a reference to the pool into one
+    // `Shared`, whose `ring` field is declared, and so dropped, before its
+    // `pool`, so the pool outlives every ring that registered it; until
+    // then no I/O is submitted, so the kernel touches no buffer.
     match unsafe { ring.submitter().register_buffers(&iovecs) } {
         Ok(()) => true,
+        Err(e) if !warn => {
+            tracing::debug!(error = %e, "cannot register the buffer pool with one more io_uring");
+            false
+        }
         Err(e) => {
             tracing::warn!(
                 error = %e,
