@@ -213,6 +213,7 @@ pub fn sb_info() -> SuperblockInfo {
         geometry: geometry(),
         created_unix_secs: 1_700_000_000,
         tag: "fuzz".into(),
+        durable_log_seq: 0,
     }
 }
 

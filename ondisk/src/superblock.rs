@@ -21,7 +21,10 @@
 //!  96     8  metalog_bytes
 //! 104     8  created_unix_secs
 //! 112    32  tag                 UTF-8, NUL-padded
-//! 144  3948  reserved            zero
+//! 144     8  durable_log_seq     every metadata-log block up to this seq was
+//!                                made durable by a completed flush (0: not
+//!                                known; caches written before it say 0)
+//! 152  3940  reserved            zero
 //! 4092    4  crc32c              of bytes 0..4092
 //! ```
 //!
@@ -69,7 +72,8 @@ pub struct Superblock {
     pub metalog_bytes: U64,
     pub created_unix_secs: U64,
     pub tag: [u8; 32],
-    pub reserved: [u8; 3948],
+    pub durable_log_seq: U64,
+    pub reserved: [u8; 3940],
     pub crc: U32,
 }
 
@@ -300,6 +304,10 @@ pub struct SuperblockInfo {
     pub geometry: Geometry,
     pub created_unix_secs: u64,
     pub tag: String,
+    /// Every log block up to this seq was durable when this copy was
+    /// written (0: not known). A block at or below it that does not
+    /// verify was damaged after it was flushed, not torn by a crash.
+    pub durable_log_seq: u64,
 }
 
 impl Superblock {
@@ -327,7 +335,8 @@ impl Superblock {
             metalog_bytes: g.metalog_bytes.into(),
             created_unix_secs: info.created_unix_secs.into(),
             tag,
-            reserved: [0; 3948],
+            durable_log_seq: info.durable_log_seq.into(),
+            reserved: [0; 3940],
             crc: 0.into(),
         };
         sb.crc = header_crc(sb.as_bytes()).into();
@@ -377,6 +386,7 @@ impl Superblock {
             geometry,
             created_unix_secs: sb.created_unix_secs.get(),
             tag,
+            durable_log_seq: sb.durable_log_seq.get(),
         })
     }
 
@@ -433,6 +443,7 @@ mod tests {
             geometry: Geometry::plan(256 << 20, GeometryParams::default()).unwrap(),
             created_unix_secs: 1,
             tag: "test".into(),
+            durable_log_seq: 5,
         }
     }
 

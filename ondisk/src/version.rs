@@ -4,6 +4,9 @@
 //! - 1: first format. Two superblock copies, two checkpoint slots, a ring
 //!   metadata log of 4 KiB blocks, fixed-size data regions with a header
 //!   block and per-4-KiB-block crc32c kept in extent records.
+//!   Later in 1, without a new number because older readers ignore it
+//!   (they read it as reserved zero and write zero): the superblock's
+//!   `durable_log_seq` at byte 144, 0 meaning "not known".
 
 use crate::error::{FormatError, Result};
 

@@ -130,7 +130,7 @@ fn nonzero_reserved_bytes_with_a_good_crc_are_accepted() {
     // as the crc (which covers them) matches.
     let info = sb_info();
     let mut b = sb_bytes(&info);
-    b[144..4092].fill(0x5a);
+    b[152..4092].fill(0x5a);
     reseal_header(&mut b);
     assert_eq!(Superblock::parse(&b, DEVICE_BYTES).unwrap(), info);
 }

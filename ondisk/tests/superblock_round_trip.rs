@@ -71,7 +71,8 @@ fn fields_sit_at_their_documented_offsets() {
     assert_eq!(get_u64(&b, 104), info.created_unix_secs);
     assert_eq!(&b[112..120], b"test-tag");
     assert!(b[120..144].iter().all(|&x| x == 0), "tag is NUL-padded");
-    assert!(b[144..4092].iter().all(|&x| x == 0), "reserved is zero");
+    assert_eq!(get_u64(&b, 144), info.durable_log_seq);
+    assert!(b[152..4092].iter().all(|&x| x == 0), "reserved is zero");
     assert_eq!(
         get_u32(&b, 4092),
         ringcache_ondisk::crc32c(&b[..4092]),

@@ -40,8 +40,14 @@ impl Store {
 impl Store {
     /// Write sealed log blocks. Caller holds `log_io`. Returns false when
     /// the ring has no room (a checkpoint must come first).
+    ///
+    /// With them goes the superblock, when it does not yet say how far the
+    /// log is durable (`durable_log_seq`): that write becomes durable with
+    /// the flush that follows, so recovery can tell a block damaged after
+    /// it was flushed from one torn by a crash. A superblock write is never
+    /// in flight beside another (`log_io`), so one copy always verifies.
     pub(super) fn write_sealed_blocks(&self) -> Result<bool> {
-        let (blocks, uuid, geometry) = {
+        let (blocks, uuid, geometry, sb) = {
             let mut inner = self.lock();
             Self::check_failed(&inner)?;
             let n = inner.ix.geometry.metalog_blocks();
@@ -50,17 +56,29 @@ impl Store {
                 return Ok(false);
             }
             let blocks: Vec<_> = inner.log.sealed.drain(..).collect();
-            (blocks, inner.sb.uuid, inner.ix.geometry)
+            let sb = (inner.log.durable_through > inner.sb.durable_log_seq).then(|| {
+                let mut sb = inner.sb.clone();
+                sb.sb_seq += 1;
+                sb.durable_log_seq = inner.log.durable_through;
+                sb
+            });
+            (blocks, inner.sb.uuid, inner.ix.geometry, sb)
         };
-        if blocks.is_empty() {
+        if blocks.is_empty() && sb.is_none() {
             return Ok(true);
         }
-        // Barrier: the data (and region headers) these records describe must
-        // be durable before the records can be, or a crash could keep a
-        // record whose data never arrived, hiding the durable data it
-        // overwrote.
-        self.barrier()?;
-        let mut ops = Vec::with_capacity(blocks.len());
+        if !blocks.is_empty() {
+            // Barrier: the data (and region headers) these records describe
+            // must be durable before the records can be, or a crash could
+            // keep a record whose data never arrived, hiding the durable
+            // data it overwrote.
+            self.barrier()?;
+        }
+        let mut ops = Vec::with_capacity(blocks.len() + 1);
+        if let Some(sb) = &sb {
+            let (at, buf) = recovery::superblock_write(self.engine.as_ref(), sb);
+            ops.push(Op::write(at, buf, u64::MAX, IoHint::Superblock));
+        }
         for (seq, payload, records) in &blocks {
             let mut buf = self.engine.alloc(BLOCK_BYTES);
             encode_block(&mut buf, *seq, uuid, *records, payload);
@@ -79,12 +97,19 @@ impl Store {
             cq.wait_into(&mut done);
         }
         let mut inner = self.lock();
-        inner.stats.log_blocks_written += n as u64;
+        inner.stats.log_blocks_written += blocks.len() as u64;
         for c in done {
             if let Err(e) = c.result {
                 Self::note_io_error(&mut inner, &e, true);
                 return Err(e.into());
             }
+        }
+        if let Some((seq, _, _)) = blocks.last() {
+            inner.log.written_through = inner.log.written_through.max(*seq);
+        }
+        if let Some(sb) = sb {
+            inner.sb.sb_seq = sb.sb_seq;
+            inner.sb.durable_log_seq = sb.durable_log_seq;
         }
         Ok(true)
     }
@@ -100,12 +125,16 @@ impl Store {
         if !self.write_sealed_blocks()? {
             return self.checkpoint_locked();
         }
-        let writes_before = self.lock().stats.writes;
+        let (writes_before, written_through) = {
+            let inner = self.lock();
+            (inner.stats.writes, inner.log.written_through)
+        };
         let r = crate::io::flush(self.engine.as_ref());
         let mut inner = self.lock();
         inner.stats.flushes += 1;
         if r.is_ok() {
             inner.writes_at_flush = writes_before;
+            inner.log.durable_through = inner.log.durable_through.max(written_through);
         }
         if let Err(e) = r {
             Self::note_io_error(&mut inner, &e, true);
@@ -156,6 +185,9 @@ impl Store {
             inner.log.records > 0
                 || !inner.log.sealed.is_empty()
                 || inner.stats.writes != inner.writes_at_flush
+                // The superblock does not yet say how far the log is
+                // durable: one more flush writes that down.
+                || inner.log.durable_through > inner.sb.durable_log_seq
         };
         if !dirty {
             return Ok(false);

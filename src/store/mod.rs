@@ -46,7 +46,7 @@ use index::Index;
 pub use index::{ObjectId, VolumeId};
 pub use read::{DataBuf, Segment};
 pub use read_queue::{PendingRead, ReadAt, ReadQueue, StartedRead, read_key_of};
-pub use recovery::{FormatOptions, Loaded, RecoveryReport, format, load};
+pub use recovery::{FormatOptions, Loaded, LogLoss, RecoveryReport, format, load};
 pub use view::{ExtentView, IndexProbe, IndexView, ObjectView, RegionState, RegionView};
 
 /// Counters.
@@ -95,6 +95,11 @@ struct LogState {
     ckpt_log_seq: u64,
     /// Sealed blocks not yet written: (seq, payload, records).
     sealed: VecDeque<(u64, Vec<u8>, u32)>,
+    /// The newest block written (durable at the next flush).
+    written_through: u64,
+    /// The newest block a completed flush made durable; the superblock
+    /// records it (`durable_log_seq`) with the next log write.
+    durable_through: u64,
 }
 
 struct Active {

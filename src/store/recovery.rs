@@ -28,7 +28,7 @@ use zerocopy::IntoBytes;
 
 use super::index::{Index, RegionState};
 use super::{Inner, LogState, Result, Store, StoreConfig, StoreError, StoreStats};
-use crate::io::{self, CompletionQueue, IoEngine, IoError, IoHint, Op};
+use crate::io::{self, CompletionQueue, IoBuf, IoEngine, IoError, IoHint, Op};
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_secs() -> u64 {
@@ -72,18 +72,59 @@ pub struct RecoveryReport {
     pub dropped_regions: Vec<u32>,
     /// Objects marked dirty (modified locally when the cache went down).
     pub dirty_objects: u64,
+    /// Replay stopped at a block that does not verify, and that lost
+    /// more than a torn last write does (see [`LogLoss`]).
+    pub log_loss: Option<LogLoss>,
+}
+
+/// What replay left out when it stopped at a block that does not verify
+/// although the log had gone on, or although the block had been flushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLoss {
+    /// The block replay stopped at.
+    pub at_seq: u64,
+    /// The superblock says a completed flush had made the block durable
+    /// (`durable_log_seq`): it was damaged afterwards, not torn by a crash,
+    /// and records acknowledged as durable were rolled back.
+    pub durable: bool,
+    /// Valid blocks in sequence after it, and their records, that replay
+    /// could not use.
+    pub later_blocks: u64,
+    pub later_records: u64,
+}
+
+impl LogLoss {
+    /// One line for the log and for fsck.
+    pub fn describe(&self) -> String {
+        let why = if self.durable {
+            "was damaged after a flush made it durable"
+        } else {
+            "does not verify (torn by a crash, or damaged)"
+        };
+        format!(
+            "metadata log block {} {why}: replay stopped there and rolled back its records and \
+             {} later block(s) holding {} record(s)",
+            self.at_seq, self.later_blocks, self.later_records
+        )
+    }
 }
 
 fn read(engine: &dyn IoEngine, offset: u64, len: usize, hint: IoHint) -> Result<crate::io::IoBuf> {
     Ok(io::read_at(engine, offset, len, hint)?)
 }
 
-/// Write `sb` to the copy its sb_seq selects.
-pub(crate) fn write_superblock(engine: &dyn IoEngine, sb: &SuperblockInfo) -> Result<()> {
+/// Where `sb` goes (the copy its sb_seq selects) and its bytes.
+pub(crate) fn superblock_write(engine: &dyn IoEngine, sb: &SuperblockInfo) -> (u64, IoBuf) {
     let block = Superblock::new(sb);
     let mut buf = engine.alloc(BLOCK_BYTES);
     buf.copy_from_slice(block.as_bytes());
     let at = ringcache_ondisk::superblock::SUPERBLOCK_OFFSETS[(sb.sb_seq % 2) as usize];
+    (at, buf)
+}
+
+/// Write `sb` to the copy its sb_seq selects.
+pub(crate) fn write_superblock(engine: &dyn IoEngine, sb: &SuperblockInfo) -> Result<()> {
+    let (at, buf) = superblock_write(engine, sb);
     io::write_at(engine, at, buf, IoHint::Superblock)?;
     Ok(())
 }
@@ -154,6 +195,7 @@ pub fn format(engine: &dyn IoEngine, opts: &FormatOptions) -> Result<SuperblockI
         geometry,
         created_unix_secs: now_secs(),
         tag: opts.tag.clone(),
+        durable_log_seq: 0,
     };
     // Slot 1 gets a zero header so a checkpoint of an earlier format there
     // cannot be mistaken for ours (its uuid would differ anyway).
@@ -256,6 +298,50 @@ fn read_blocks(
         .collect()
 }
 
+/// Replay stopped at block `seq` (bytes `buf`), which does not verify:
+/// what that lost beyond a torn last write, if anything. A block of zeros
+/// was never written (the end of a fresh log).
+fn log_loss(engine: &dyn IoEngine, sb: &SuperblockInfo, seq: u64, buf: &[u8]) -> Option<LogLoss> {
+    if buf.iter().all(|&b| b == 0) && sb.durable_log_seq < seq {
+        return None;
+    }
+    let durable = sb.durable_log_seq >= seq;
+    let (later_blocks, later_records) = blocks_after(engine, sb, seq);
+    (durable || later_blocks > 0).then_some(LogLoss {
+        at_seq: seq,
+        durable,
+        later_blocks,
+        later_records,
+    })
+}
+
+/// Valid log blocks in sequence after `seq`, and their records (reading
+/// one block at a time: this runs only when replay stopped early).
+fn blocks_after(engine: &dyn IoEngine, sb: &SuperblockInfo, seq: u64) -> (u64, u64) {
+    let g = sb.geometry;
+    let n = g.metalog_blocks();
+    let (mut blocks, mut records) = (0u64, 0u64);
+    while blocks + 1 < n {
+        let next = seq + blocks + 1;
+        let Ok(buf) = read(
+            engine,
+            g.metalog_block_offset(next),
+            BLOCK_BYTES,
+            IoHint::Log,
+        ) else {
+            break;
+        };
+        match parse_block(&buf, &sb.uuid) {
+            Ok(b) if b.seq == next => {
+                blocks += 1;
+                records += u64::from(b.record_count);
+            }
+            _ => break,
+        }
+    }
+    (blocks, records)
+}
+
 /// The state recovery rebuilds, before anything is written (what the
 /// offline tools inspect).
 pub struct Loaded {
@@ -352,6 +438,13 @@ pub fn load(engine: &dyn IoEngine) -> Result<Loaded> {
                             // A block that verifies but holds a bad record was
                             // not written by us: stop before it.
                             report.log_stop = format!("block {expected}: {e}");
+                            let (later_blocks, later_records) = blocks_after(engine, &sb, expected);
+                            report.log_loss = Some(LogLoss {
+                                at_seq: expected,
+                                durable: sb.durable_log_seq >= expected,
+                                later_blocks,
+                                later_records,
+                            });
                             break 'replay;
                         }
                         for r in &recs {
@@ -373,10 +466,21 @@ pub fn load(engine: &dyn IoEngine) -> Result<Loaded> {
                     Ok(b) => {
                         report.log_stop =
                             format!("block {expected}: end of log (older block {} there)", b.seq);
+                        if sb.durable_log_seq >= expected {
+                            // A flushed block gone back to an older one.
+                            let (later_blocks, later_records) = blocks_after(engine, &sb, expected);
+                            report.log_loss = Some(LogLoss {
+                                at_seq: expected,
+                                durable: true,
+                                later_blocks,
+                                later_records,
+                            });
+                        }
                         break 'replay;
                     }
                     Err(e) => {
                         report.log_stop = format!("block {expected}: {e}");
+                        report.log_loss = log_loss(engine, &sb, expected, &buf);
                         break 'replay;
                     }
                 }
@@ -479,6 +583,9 @@ pub(super) fn open(engine: Arc<dyn IoEngine>, cfg: StoreConfig) -> Result<Store>
                 // to the log; it is written below before any operation.
                 ckpt_log_seq: new_log_seq,
                 sealed: VecDeque::new(),
+                // Every block replayed was read back from the device.
+                written_through: log_end.saturating_sub(1),
+                durable_through: log_end.saturating_sub(1),
             },
             active: None,
             free,
@@ -501,9 +608,15 @@ pub(super) fn open(engine: Arc<dyn IoEngine>, cfg: StoreConfig) -> Result<Store>
     store.checkpoint()?;
     sb.clean = false;
     sb.sb_seq += 1;
+    sb.durable_log_seq = log_end.saturating_sub(1);
     write_superblock(store.engine.as_ref(), &sb)?;
     io::flush(store.engine.as_ref())?;
     store.lock().sb = sb;
+    match &store.report.log_loss {
+        Some(l) if l.durable => tracing::error!("{}", l.describe()),
+        Some(l) => tracing::warn!("{}", l.describe()),
+        None => {}
+    }
     if store.report.reset.is_some() || !store.report.checkpoint_errors.is_empty() {
         tracing::warn!(report = ?store.report, "recovered with damage");
     } else {

@@ -216,6 +216,9 @@ pub fn summary(dev: &Device, loaded: &Loaded) -> Summary {
     if let Some(why) = &r.reset {
         damage.push(format!("index reset to empty: {why}"));
     }
+    if let Some(loss) = &r.log_loss {
+        damage.push(loss.describe());
+    }
     for region in &r.dropped_regions {
         damage.push(format!(
             "region {region}: header does not carry the region_seq of its extents; their data dropped"

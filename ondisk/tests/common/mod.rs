@@ -36,6 +36,7 @@ pub fn sb_info() -> SuperblockInfo {
         geometry: geometry(),
         created_unix_secs: 1_700_000_000,
         tag: "test-tag".into(),
+        durable_log_seq: 77,
     }
 }
 

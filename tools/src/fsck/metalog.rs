@@ -68,6 +68,19 @@ pub(super) fn check_log(dev: &Device, sb: &SuperblockInfo, log_seq: u64, rep: &m
                 );
                 return;
             }
+            Ok(b) if expected <= sb.durable_log_seq => {
+                at.add(
+                    rep,
+                    Severity::Error,
+                    format!(
+                        "block seq {} from an earlier lap of the ring is where block {expected} belongs, \
+                         which a flush had made durable (the superblock says the log was durable through \
+                         seq {}): replay stops here and rolls back records acknowledged as durable",
+                        b.seq, sb.durable_log_seq
+                    ),
+                );
+                return;
+            }
             Ok(b) => {
                 at.add(
                     rep,
@@ -109,7 +122,10 @@ fn log_stop_on_invalid(
     let n = g.metalog_blocks();
     let (expected, off) = (at.seq, at.off);
     let bytes = dev.bytes_clamped(off, BLOCK_BYTES_U64);
-    if is_zero(bytes) {
+    // A block at or below the superblock's durable_log_seq was made durable
+    // by a completed flush: whatever it looks like now, it is damage.
+    let durable = expected <= sb.durable_log_seq;
+    if is_zero(bytes) && !durable {
         at.add(
             rep,
             Severity::Info,
@@ -130,7 +146,32 @@ fn log_stop_on_invalid(
             _ => break,
         }
     }
-    if following > 0 {
+    if durable {
+        at.add(
+            rep,
+            Severity::Error,
+            format!(
+                "{}; a flush had made this block durable (the superblock says the log was durable \
+                 through seq {}), so this is damage, not a torn write: replay stops here and loses \
+                 records acknowledged as durable: this block's{}",
+                if is_zero(bytes) {
+                    "the block is zeros".to_string()
+                } else {
+                    e.to_string()
+                },
+                sb.durable_log_seq,
+                if following > 0 {
+                    format!(
+                        " and those of blocks {}..={} after it (it loses them)",
+                        expected + 1,
+                        expected + following
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    } else if following > 0 {
         let note = if sb.clean {
             ""
         } else {

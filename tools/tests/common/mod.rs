@@ -96,6 +96,27 @@ pub fn unclean_image() -> Vec<u8> {
     image
 }
 
+/// As [`unclean_image`], then one more periodic flush, which records in
+/// the superblock that the log is durable through its last block: the
+/// image of a daemon killed a second after its last write.
+pub fn durable_image() -> Vec<u8> {
+    let sim = formatted();
+    let store = Store::open(sim.clone(), StoreConfig::default()).expect("open");
+    populate(&store);
+    store.flush().expect("flush 1");
+    let v1 = store.volume(b"vol1", false).expect("vol1");
+    let d = store.create(v1, b"delta", b"", 4096).expect("delta");
+    store.write(d, 0, &pattern(4, 4096)).expect("write delta");
+    store.flush().expect("flush 2");
+    assert!(
+        store.flush_if_dirty().expect("flush 3"),
+        "the durable log seq still had to be written"
+    );
+    let image = sim.current_image();
+    drop(store);
+    image
+}
+
 /// The index recovery rebuilds from `image` (through the store itself).
 pub fn load_image(image: &[u8]) -> Loaded {
     let sim: Arc<dyn IoEngine> =
