@@ -99,7 +99,7 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                 .spawn_scoped(scope, move || d.complete_reads(reads, writer))
         };
         loop {
-            let (h, payload) = match frames.next() {
+            let (h, payload) = match frames.next(&d.stop) {
                 Ok(f) => f,
                 Err(FrameEnd::Closed) => break,
                 Err(FrameEnd::Bad) => {
@@ -108,6 +108,12 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                 }
             };
             d.requests.fetch_add(1, Ordering::Relaxed);
+            if d.stop.began() {
+                // Shutting down: nothing new is started; the client is told
+                // so instead of finding its socket shut under it.
+                writer.send(&reply_frame(h.op, h.id, Status::ShuttingDown, &[]));
+                continue;
+            }
             if !greeted {
                 let Some(version) = greet(&writer, &h, &payload) else {
                     d.bad_frames.fetch_add(1, Ordering::Relaxed);

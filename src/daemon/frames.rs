@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::FRAME_TIMEOUT;
+use super::lifecycle::Stop;
 use super::server::lock;
 use crate::proto::{self, Status};
 
@@ -86,15 +87,53 @@ impl FrameReader {
         Ok(())
     }
 
-    /// The next frame: waits for its first byte as long as the peer likes,
-    /// then gives the rest [`FRAME_TIMEOUT`].
-    pub(super) fn next(&mut self) -> Result<(proto::Header, Vec<u8>), FrameEnd> {
+    /// Wait until the socket has bytes (or is closed). `false`: shutdown
+    /// began and the peer stayed quiet for [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET): time to close.
+    fn wait_readable(&self, stop: &Stop) -> std::io::Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        loop {
+            let draining = stop.began();
+            let timeout = if draining {
+                PollTimeout::try_from(stop.quiet_left()).unwrap_or(PollTimeout::ZERO)
+            } else {
+                PollTimeout::NONE
+            };
+            let mut fds = [
+                PollFd::new(self.stream.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stop.fd(), PollFlags::POLLIN),
+            ];
+            // While draining the eventfd stays readable: poll the socket alone.
+            let n = if draining { 1 } else { 2 };
+            match poll(&mut fds[..n], timeout) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {
+                    if fds[0].any().unwrap_or(true) {
+                        return Ok(true);
+                    }
+                    // Only the eventfd: shutdown began; wait as a draining
+                    // connection does.
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The next frame: waits for its first byte as long as the peer likes
+    /// (once shutdown began, [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET) at most), then gives the rest
+    /// [`FRAME_TIMEOUT`].
+    pub(super) fn next(&mut self, stop: &Stop) -> Result<(proto::Header, Vec<u8>), FrameEnd> {
         if self.start == self.end {
             if self.timeout_set {
                 if self.stream.set_read_timeout(None).is_err() {
                     return Err(FrameEnd::Bad);
                 }
                 self.timeout_set = false;
+            }
+            match self.wait_readable(stop) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Err(FrameEnd::Closed),
             }
             match self.fill(1) {
                 Ok(0) | Err(_) => return Err(FrameEnd::Closed),

@@ -29,6 +29,62 @@ impl ShutdownHandle {
     }
 }
 
+/// The shutdown as connections see it: a flag, and an eventfd that turns
+/// readable (and stays so) when shutdown begins, so a connection's reader
+/// waiting for its next frame wakes without its socket being shut down
+/// under the client (which would make the client's next send fail with
+/// EPIPE instead of being answered).
+pub(super) struct Stop {
+    began: AtomicBool,
+    fd: nix::sys::eventfd::EventFd,
+    /// When the grace period ends (set with `began`).
+    deadline: Mutex<Option<Instant>>,
+}
+
+/// How long a connection may stay quiet after shutdown began before the
+/// daemon closes it (a client in the middle of an exchange gets its
+/// answers, `ShuttingDown` for what it sends now; an idle one is let go).
+pub(super) const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+impl Stop {
+    pub(super) fn new() -> std::io::Result<Stop> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        Ok(Stop {
+            began: AtomicBool::new(false),
+            fd,
+            deadline: Mutex::new(None),
+        })
+    }
+
+    /// Shutdown begins: every waiting reader wakes.
+    pub(super) fn begin(&self) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + SHUTDOWN_GRACE);
+        self.began.store(true, Ordering::SeqCst);
+        if let Err(e) = self.fd.write(1) {
+            tracing::warn!(error = %e, "cannot wake the connections for shutdown");
+        }
+    }
+
+    pub(super) fn began(&self) -> bool {
+        self.began.load(Ordering::SeqCst)
+    }
+
+    /// How long a draining connection waits for its next frame.
+    pub(super) fn quiet_left(&self) -> Duration {
+        let deadline = *self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        deadline.map_or(DRAIN_QUIET, |d| {
+            DRAIN_QUIET.min(d.saturating_duration_since(Instant::now()))
+        })
+    }
+
+    pub(super) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+}
+
 /// What the accept loop, the housekeeping thread and shutdown share.
 pub(super) struct Lifecycle {
     pub(super) stopping: AtomicBool,
@@ -222,11 +278,10 @@ pub fn run(
         }
         drop(listener);
         let _ = std::fs::remove_file(&sock);
-        // Connections stop reading, finish their requests in flight and
-        // clean up; the scope waits for them.
-        for s in lock(open).values() {
-            let _ = s.shutdown(std::net::Shutdown::Read);
-        }
+        // Connections answer what they have read, then `ShuttingDown` to
+        // whatever comes in while their client is still talking, and close
+        // once it has been quiet for DRAIN_QUIET; the scope waits for them.
+        d.stop.begin();
         // A client that does not take its replies would hold its
         // connection's thread in a write: after a grace period, cut it off.
         let deadline = Instant::now() + SHUTDOWN_GRACE;

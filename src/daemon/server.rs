@@ -36,6 +36,8 @@ pub struct Daemon {
     pub(super) shared_cookies: Mutex<HashMap<SharedKey, SharedCookie>>,
     /// Connection ids (the callback layer's holder ids); never reused.
     pub(super) next_conn_id: AtomicU64,
+    /// Shutdown, as the connections see it.
+    pub(super) stop: super::lifecycle::Stop,
 }
 
 /// A volume shared by connections: the volume and how many hold it.
@@ -120,6 +122,7 @@ impl Daemon {
             outboxes: Outboxes::default(),
             shared_cookies: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
+            stop: super::lifecycle::Stop::new().context("creating the shutdown eventfd")?,
         }))
     }
 
