@@ -178,18 +178,7 @@ impl Daemon {
             tracing::warn!(uid = peer.uid, volume = key_str, "volume access denied");
             return Err(status(Status::Denied));
         }
-        {
-            let mut vols = lock(&self.volumes);
-            if let Some((_, n)) = vols.get_mut(key) {
-                *n += 1;
-            } else {
-                let v = self
-                    .cache
-                    .acquire_volume(key_str, aux)
-                    .map_err(cache_status)?;
-                vols.insert(key.to_vec(), (v, 1));
-            }
-        }
+        self.hold_volume(key, key_str, aux).map_err(cache_status)?;
         let mut c = lock(conn);
         let h = c.handle();
         c.volumes.insert(h, key.to_vec());
@@ -224,10 +213,7 @@ impl Daemon {
             .get(&vh)
             .cloned()
             .ok_or(status(Status::BadHandle))?;
-        let vol = lock(&self.volumes)
-            .get(&vkey)
-            .map(|(v, _)| v.clone())
-            .ok_or(status(Status::BadHandle))?;
+        let vol = self.held_volume(&vkey).ok_or(status(Status::BadHandle))?;
         if self.coherent.volume_server(&vkey).is_some() {
             return self.acquire_shared_cookie(conn, vh, &vol, key, aux, size);
         }

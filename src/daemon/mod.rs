@@ -27,6 +27,8 @@ mod handlers;
 mod lifecycle;
 mod local;
 mod reads;
+#[cfg(test)]
+mod registry_tests;
 mod server;
 
 pub use config::{Config, ConfigError};

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::Context;
 
@@ -21,8 +21,11 @@ pub struct Daemon {
     pub(super) cfg: Config,
     pub(super) store: Arc<Store>,
     pub(super) cache: Arc<Fscache>,
-    /// Volumes acquired by any connection: key -> (volume, connections).
-    pub(super) volumes: Mutex<HashMap<Vec<u8>, SharedVolume>>,
+    /// Volumes acquired by any connection, by key. The lock is never held
+    /// across store I/O: a volume being acquired or relinquished is
+    /// `Changing` meanwhile, and `volumes_changed` wakes whoever waits for it.
+    pub(super) volumes: Mutex<HashMap<Vec<u8>, VolumeSlot>>,
+    pub(super) volumes_changed: Condvar,
     pub(super) self_uid: u32,
     pub(super) connections: AtomicU64,
     pub(super) requests: AtomicU64,
@@ -40,8 +43,14 @@ pub struct Daemon {
     pub(super) stop: super::lifecycle::Stop,
 }
 
-/// A volume shared by connections: the volume and how many hold it.
-pub(super) type SharedVolume = (Arc<Volume>, u32);
+/// A volume in the daemon's registry.
+pub(super) enum VolumeSlot {
+    /// Acquired: the volume and how many connection handles hold it.
+    Held(Arc<Volume>, u32),
+    /// Being acquired or relinquished in the store by one thread: others
+    /// wait for it instead of holding the registry lock across its I/O.
+    Changing,
+}
 
 /// (volume key, object key) of a shared cookie.
 pub(super) type SharedKey = (Vec<u8>, Vec<u8>);
@@ -59,6 +68,15 @@ pub(super) struct SharedCookie {
 impl Daemon {
     /// Open (creating and formatting on first use) the cache of `cfg`.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<Daemon>> {
+        Self::open_with(cfg, |store| store)
+    }
+
+    /// [`Daemon::open`], with the cookie layer over `backend(store)` (tests
+    /// put a gate between the two).
+    pub(super) fn open_with(
+        cfg: Config,
+        backend: impl FnOnce(Arc<Store>) -> Arc<dyn crate::cookie::CacheBackend>,
+    ) -> anyhow::Result<Arc<Daemon>> {
         let mut fresh = false;
         if let Some(bytes) = cfg.create_bytes
             && !cfg.device.exists()
@@ -98,7 +116,7 @@ impl Daemon {
         );
         log_recovery(&cfg.device, engine_name, store.recovery_report());
         let cache = Arc::new(Fscache::new(
-            store.clone(),
+            backend(store.clone()),
             FscacheConfig {
                 lru_timeout: cfg.lru_timeout,
             },
@@ -114,6 +132,7 @@ impl Daemon {
             store,
             cache,
             volumes: Mutex::new(HashMap::new()),
+            volumes_changed: Condvar::new(),
             self_uid: own_uid(),
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -199,18 +218,69 @@ impl Daemon {
 
 impl Daemon {
     pub(super) fn release_volume(&self, key: &[u8], invalidate: bool) {
-        let mut vols = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((v, n)) = vols.get_mut(key) else {
+        let mut vols = lock(&self.volumes);
+        let Some(VolumeSlot::Held(v, n)) = vols.get_mut(key) else {
             return;
         };
         *n -= 1;
-        if *n == 0 {
-            let v = v.clone();
-            vols.remove(key);
-            drop(vols);
-            if let Err(e) = self.cache.relinquish_volume(&v, invalidate) {
-                tracing::warn!(error = %e, "relinquishing a volume");
+        if *n > 0 {
+            return;
+        }
+        let v = v.clone();
+        // Changing until the store is done with it: an acquire of the key
+        // meanwhile waits (the cookie layer would still call it acquired).
+        vols.insert(key.to_vec(), VolumeSlot::Changing);
+        drop(vols);
+        if let Err(e) = self.cache.relinquish_volume(&v, invalidate) {
+            tracing::warn!(error = %e, "relinquishing a volume");
+        }
+        lock(&self.volumes).remove(key);
+        self.volumes_changed.notify_all();
+    }
+
+    /// Take a handle's hold on the volume `key`, acquiring it in the cookie
+    /// layer (and the store) if no connection holds it, without the
+    /// registry lock held across that.
+    pub(super) fn hold_volume(
+        &self,
+        key: &[u8],
+        key_str: &str,
+        aux: &[u8],
+    ) -> crate::cookie::Result<()> {
+        let mut vols = lock(&self.volumes);
+        loop {
+            match vols.get_mut(key) {
+                Some(VolumeSlot::Held(_, n)) => {
+                    *n += 1;
+                    return Ok(());
+                }
+                Some(VolumeSlot::Changing) => {
+                    vols = self
+                        .volumes_changed
+                        .wait(vols)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                None => break,
             }
+        }
+        vols.insert(key.to_vec(), VolumeSlot::Changing);
+        drop(vols);
+        let r = self.cache.acquire_volume(key_str, aux);
+        let mut vols = lock(&self.volumes);
+        match &r {
+            Ok(v) => vols.insert(key.to_vec(), VolumeSlot::Held(v.clone(), 1)),
+            Err(_) => vols.remove(key),
+        };
+        drop(vols);
+        self.volumes_changed.notify_all();
+        r.map(|_| ())
+    }
+
+    /// The volume `key` if some handle holds it.
+    pub(super) fn held_volume(&self, key: &[u8]) -> Option<Arc<Volume>> {
+        match lock(&self.volumes).get(key) {
+            Some(VolumeSlot::Held(v, _)) => Some(v.clone()),
+            _ => None,
         }
     }
 
