@@ -340,8 +340,16 @@ fn refuse(stream: UnixStream, cap: usize) {
 pub(super) fn housekeeping(d: &Daemon, life: &Lifecycle) {
     while !life.sleep(Duration::from_secs(1)) {
         d.cache.lru_scan(Instant::now());
-        if let Err(e) = d.store.flush_if_dirty() {
+        if d.store.failed().is_none()
+            && let Err(e) = d.store.flush_if_dirty()
+        {
             tracing::warn!(error = %e, "periodic flush failed");
+        }
+        if let Some(why) = d.store.failed() {
+            // Persistent device errors (this flush's, or a request's): the
+            // cache is withdrawn within a second even when no request runs
+            // into them (at once when one does); nothing more is flushed.
+            d.cache.withdraw_cache(&why);
         }
     }
 }

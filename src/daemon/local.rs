@@ -32,7 +32,17 @@ impl Embedded {
     /// Open (creating and formatting on first use) the cache of `cfg`;
     /// its socket settings are not used.
     pub fn open(cfg: Config) -> anyhow::Result<Embedded> {
-        let daemon = Daemon::open(cfg)?;
+        Self::start(Daemon::open(cfg)?)
+    }
+
+    /// Open the cache that `engine` holds (formatted already), for any I/O
+    /// engine: the sim engine runs the whole daemon over injected faults.
+    /// `cfg.device` only names the device in messages.
+    pub fn open_on(cfg: Config, engine: Arc<dyn crate::io::IoEngine>) -> anyhow::Result<Embedded> {
+        Self::start(Daemon::open_on_engine(cfg, engine, |store| store)?)
+    }
+
+    fn start(daemon: Arc<Daemon>) -> anyhow::Result<Embedded> {
         let life = Arc::new(Lifecycle {
             stopping: AtomicBool::new(false),
             stopped: Condvar::new(),

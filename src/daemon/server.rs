@@ -103,6 +103,16 @@ impl Daemon {
             )?;
             tracing::info!(device = %cfg.device.display(), "formatted a new cache");
         }
+        Self::open_on_engine(cfg, engine, backend)
+    }
+
+    /// The daemon over an open device (`engine`, holding a formatted
+    /// cache); `cfg.device` only names it in messages.
+    pub(super) fn open_on_engine(
+        cfg: Config,
+        engine: Arc<dyn io::IoEngine>,
+        backend: impl FnOnce(Arc<Store>) -> Arc<dyn crate::cookie::CacheBackend>,
+    ) -> anyhow::Result<Arc<Daemon>> {
         let engine_name = engine.name();
         let store = Arc::new(
             Store::open(
@@ -200,6 +210,10 @@ impl Daemon {
         ] {
             v.push((format!("callback.{k}"), n));
         }
+        v.push((
+            "daemon.withdrawn".into(),
+            u64::from(self.cache.withdrawn().is_some()),
+        ));
         v.push((
             "daemon.connections".into(),
             self.connections.load(Ordering::Relaxed),

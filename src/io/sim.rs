@@ -38,6 +38,9 @@ pub struct SimFaults {
     pub write_error_rate: f64,
     /// Probability that a flush fails (and makes nothing durable).
     pub flush_error_rate: f64,
+    /// Probability that a read succeeds with one bit of what it returns
+    /// flipped (silent corruption on the way from the media).
+    pub read_flip_rate: f64,
     /// Operation numbers (counting every op from 0) that fail.
     pub fail_ops: BTreeSet<u64>,
     /// Crash just before this operation number: it and all later ones fail.
@@ -80,6 +83,8 @@ struct State {
     faults: SimFaults,
     rng: ChaCha8Rng,
     writes_by_hint: BTreeMap<&'static str, u64>,
+    /// Reads returned with a bit flipped (`read_flip_rate`).
+    flipped_reads: u64,
 }
 
 /// See the module docs.
@@ -121,6 +126,7 @@ impl SimEngine {
                 rng: ChaCha8Rng::seed_from_u64(faults.seed),
                 faults,
                 writes_by_hint: BTreeMap::new(),
+                flipped_reads: 0,
             }),
             device_bytes,
             pool: BufPool::new(&PoolConfig {
@@ -143,6 +149,11 @@ impl SimEngine {
     /// Operations submitted so far.
     pub fn op_count(&self) -> u64 {
         self.lock().op_count
+    }
+
+    /// Reads returned with a bit flipped so far (`read_flip_rate`).
+    pub fn flipped_reads(&self) -> u64 {
+        self.lock().flipped_reads
     }
 
     /// Whether the simulated crash has happened.
@@ -229,6 +240,12 @@ impl SimEngine {
                     .get(off..off + len)
                     .ok_or_else(|| IoError::BadRequest("read past the image".into()))?;
                 op.buf.copy_from_slice(src);
+                let flip = s.faults.read_flip_rate;
+                if len > 0 && flip > 0.0 && s.rng.random_bool(flip.min(1.0)) {
+                    let bit = s.rng.random_range(0..len * 8);
+                    op.buf[bit / 8] ^= 1 << (bit % 8);
+                    s.flipped_reads += 1;
+                }
                 Ok(len)
             }
             OpKind::Write => {
