@@ -630,6 +630,68 @@ fn threads_that_submit_together_each_drive_a_ring_of_their_own() {
 }
 
 #[test]
+fn idle_waiters_are_not_woken_by_other_queues_work() {
+    // Threads asleep on queues with nothing in flight (a daemon's
+    // connection threads between requests) share a ring with a busy
+    // requester. Its submissions must not wake them: they have nothing to
+    // drive for. (Waking every waiter on every submission made 1000
+    // connections crawl at a few hundred requests a second.)
+    const IDLE: usize = 32;
+    const READS: u64 = 200;
+    let device = temp_device(4 * MIB);
+    let opts = OpenOptions {
+        rings: 1,
+        pool: small_pool(),
+        ..OpenOptions::default()
+    };
+    let Some(engine) = open_uring(device.path(), &opts) else {
+        return;
+    };
+    let queues: Vec<CompletionQueue> = (0..IDLE).map(|_| CompletionQueue::new()).collect();
+    let ready = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for q in &queues {
+            let (engine, ready) = (&engine, &ready);
+            s.spawn(move || {
+                // One read ties the queue to the ring; then wait with
+                // nothing in flight until the test wakes the queue.
+                let mut ops = vec![Op::read(0, engine.alloc(BLOCK), 1, IoHint::Data)];
+                engine.submit(&mut ops, q);
+                let first = wait_for(q, 1, "first read");
+                assert!(first[0].result.is_ok());
+                ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let last = wait_for(q, 1, "the test's wake-up");
+                assert_eq!(last[0].tag, 999);
+            });
+        }
+        while ready.load(std::sync::atomic::Ordering::SeqCst) < IDLE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Let them fall asleep as waiters.
+        std::thread::sleep(Duration::from_millis(100));
+        let before = engine.stats();
+        for i in 0..READS {
+            let buf =
+                io::read_at(&engine, (i % 64) * BLOCK as u64, BLOCK, IoHint::Data).expect("read");
+            assert_eq!(buf.len(), BLOCK);
+        }
+        let after = engine.stats();
+        assert!(
+            after.waiter_pokes - before.waiter_pokes <= IDLE as u64,
+            "{READS} reads woke idle waiters {} times",
+            after.waiter_pokes - before.waiter_pokes
+        );
+        for q in &queues {
+            q.push(Completion {
+                tag: 999,
+                result: Ok(0),
+                buf: IoBuf::empty(),
+            });
+        }
+    });
+}
+
+#[test]
 fn a_requester_that_goes_away_leaves_its_buffers_to_the_pool() {
     const BUFFERS: usize = 32;
     let opts = OpenOptions {

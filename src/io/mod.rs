@@ -171,6 +171,10 @@ struct CqState {
 struct CqInner {
     state: Mutex<CqState>,
     ready: Condvar,
+    /// Ops of this queue an io_uring engine has in flight: a thread asleep
+    /// on a queue with none needs no driver, so a ring pokes only waiters
+    /// whose queue has some.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Where the completions of one requester arrive. Cheap to clone; the
@@ -191,6 +195,26 @@ impl CompletionQueue {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CqState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this handle is the only one left (nobody else can wait on
+    /// the queue or be routed to it).
+    pub(crate) fn only_holder(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+
+    /// Ops of this queue an io_uring engine has in flight.
+    pub(crate) fn ops_in_flight(&self) -> usize {
+        self.0.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_in_flight(&self, delta: isize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if delta >= 0 {
+            self.0.in_flight.fetch_add(delta as usize, SeqCst);
+        } else {
+            self.0.in_flight.fetch_sub(delta.unsigned_abs(), SeqCst);
+        }
     }
 
     /// Deliver one completion (engines call this).

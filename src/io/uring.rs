@@ -25,8 +25,10 @@
 //! reaps every CQE and routes each completion to its requester's queue, one
 //! lock and at most one wakeup per queue. A thread that wants completions
 //! while another drives registers its queue as a waiter and sleeps; the
-//! driver routes to it as it goes, and pokes every waiter when it stops
-//! driving, so one of them takes over. A submitter whose ops find every slot
+//! driver routes to it as it goes, and when it stops driving pokes every
+//! waiter whose queue has ops in flight, so one of them takes over; a
+//! waiter whose queue has none sleeps on until a submission for its queue
+//! pokes it (each queue counts its ops in flight). A submitter whose ops find every slot
 //! in flight (`queue_depth`) drives until one frees, or, while another
 //! thread drives, sleeps until that one frees a slot or lets go:
 //! back-pressure, never a drop. Nothing runs when nothing is asked: idle
@@ -86,6 +88,9 @@ pub struct UringStats {
     /// Times a thread that wanted completions found another driving and
     /// slept until it was routed its completions or poked.
     pub driver_waits: u64,
+    /// Waiters woken to look for a driving role (a ring pokes only those
+    /// whose queue has ops in flight).
+    pub waiter_pokes: u64,
 }
 
 #[derive(Default)]
@@ -96,6 +101,7 @@ struct Counters {
     sqes_submitted: AtomicU64,
     max_sqes_per_enter: AtomicU64,
     driver_waits: AtomicU64,
+    waiter_pokes: AtomicU64,
 }
 
 /// One op between its SQE and its last CQE.
@@ -278,6 +284,7 @@ impl UringEngine {
                 .max_sqes_per_enter
                 .max(c.max_sqes_per_enter.load(Ordering::Relaxed));
             t.driver_waits += c.driver_waits.load(Ordering::Relaxed);
+            t.waiter_pokes += c.waiter_pokes.load(Ordering::Relaxed);
         }
         t
     }
@@ -434,7 +441,7 @@ impl Shared {
             // arrives. (SeqCst pairs with `Shared::idle`: either it sees
             // our op in flight, or we see it waiting.)
             if self.has_waiters.load(Ordering::SeqCst) && !self.driving.load(Ordering::SeqCst) {
-                self.poke_waiters();
+                self.poke_waiters_with_work();
             }
         }
     }
@@ -562,6 +569,7 @@ impl Shared {
             if self.push_sqe(&mut sq, key) {
                 // Counted once its SQE is in the ring: a driver that sees
                 // it in flight and enters also submits it.
+                cq.count_in_flight(1);
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
                 pushed = true;
             } else {
@@ -631,13 +639,13 @@ impl Shared {
         if idle { self.idle(cq) } else { Drive::Reaped }
     }
 
-    /// Let go of the driving role and poke every waiter, so that one of
-    /// them takes it over.
+    /// Let go of the driving role and poke every waiter that has ops in
+    /// flight, so that one of them takes it over.
     fn release(&self, reap: MutexGuard<'_, ReapSide>) {
         self.driving.store(false, Ordering::SeqCst);
         drop(reap);
         if self.has_waiters.load(Ordering::SeqCst) {
-            self.poke_waiters();
+            self.poke_waiters_with_work();
         }
         self.wake_room();
     }
@@ -670,6 +678,36 @@ impl Shared {
             self.has_waiters.store(false, Ordering::SeqCst);
             std::mem::take(&mut *w)
         };
+        self.counters
+            .waiter_pokes
+            .fetch_add(poked.len() as u64, Ordering::Relaxed);
+        for q in poked {
+            q.poke();
+        }
+    }
+
+    /// Poke (and forget) the waiters that need a driver: those whose queue
+    /// has ops in flight on this ring. A waiter whose queue has none
+    /// sleeps on: its completions can only follow a submission for its
+    /// queue, which pokes it then (waking every idle waiter of a busy ring
+    /// on each submission made hundreds of threads take turns for
+    /// nothing). SeqCst pairs with `push_ops` counting the queue's op
+    /// before the poke, and with `idle`.
+    fn poke_waiters_with_work(&self) {
+        let poked: Vec<CompletionQueue> = {
+            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let (busy, idle): (Vec<_>, Vec<_>) = std::mem::take(&mut *w)
+                .into_iter()
+                .partition(|q| q.ops_in_flight() > 0);
+            // A queue only this list still holds has no thread waiting on
+            // it any more (its requester went away): forget it.
+            *w = idle.into_iter().filter(|q| !q.only_holder()).collect();
+            self.has_waiters.store(!w.is_empty(), Ordering::SeqCst);
+            busy
+        };
+        self.counters
+            .waiter_pokes
+            .fetch_add(poked.len() as u64, Ordering::Relaxed);
         for q in poked {
             q.poke();
         }
@@ -811,6 +849,7 @@ impl Shared {
                 Some(result) => result,
             };
             let InFlight { op, cq, .. } = sq.in_flight.remove(key);
+            cq.count_in_flight(-1);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             reap.routed.push((
                 cq,
