@@ -82,6 +82,8 @@ pub enum Op {
     BreakServer = 23,
     Flush = 24,
     WriteFetched = 25,
+    /// The daemon's metrics in the Prometheus text format.
+    Metrics = 26,
 }
 
 impl Op {
@@ -114,8 +116,76 @@ impl Op {
             23 => BreakServer,
             24 => Flush,
             25 => WriteFetched,
+            26 => Metrics,
             _ => return None,
         })
+    }
+
+    /// Every request opcode, in opcode order (1 ..= `ALL.len()`).
+    pub const ALL: [Op; 26] = {
+        use Op::*;
+        [
+            Hello,
+            AcquireVolume,
+            RelinquishVolume,
+            AcquireCookie,
+            RelinquishCookie,
+            UseCookie,
+            UnuseCookie,
+            Read,
+            Write,
+            PrepareToWrite,
+            Invalidate,
+            Resize,
+            QueryOccupancy,
+            Stats,
+            Ping,
+            DeclareServer,
+            BeginFetch,
+            InstallPromise,
+            Validate,
+            Revalidate,
+            BreakFiles,
+            BreakVolume,
+            BreakServer,
+            Flush,
+            WriteFetched,
+            Metrics,
+        ]
+    };
+
+    /// The op's name in snake case (`acquire_cookie`): the `op` label of
+    /// the daemon's latency metrics.
+    pub fn name(self) -> &'static str {
+        use Op::*;
+        match self {
+            Hello => "hello",
+            AcquireVolume => "acquire_volume",
+            RelinquishVolume => "relinquish_volume",
+            AcquireCookie => "acquire_cookie",
+            RelinquishCookie => "relinquish_cookie",
+            UseCookie => "use_cookie",
+            UnuseCookie => "unuse_cookie",
+            Read => "read",
+            Write => "write",
+            PrepareToWrite => "prepare_to_write",
+            Invalidate => "invalidate",
+            Resize => "resize",
+            QueryOccupancy => "query_occupancy",
+            Stats => "stats",
+            Ping => "ping",
+            DeclareServer => "declare_server",
+            BeginFetch => "begin_fetch",
+            InstallPromise => "install_promise",
+            Validate => "validate",
+            Revalidate => "revalidate",
+            BreakFiles => "break_files",
+            BreakVolume => "break_volume",
+            BreakServer => "break_server",
+            Flush => "flush",
+            WriteFetched => "write_fetched",
+            Metrics => "metrics",
+        }
     }
 }
 
@@ -359,6 +429,18 @@ mod tests {
         );
         bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse_header(bad[..16].try_into().unwrap()).is_err());
+    }
+
+    #[test]
+    fn every_op_is_listed_once_in_opcode_order_with_its_own_name() {
+        let mut names = std::collections::HashSet::new();
+        for (i, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i + 1, "{op:?}");
+            assert_eq!(Op::from_u16(*op as u16), Some(*op));
+            assert!(names.insert(op.name()), "{op:?}: name used twice");
+        }
+        assert_eq!(Op::from_u16(Op::ALL.len() as u16 + 1), None);
+        assert_eq!(Op::from_u16(0), None);
     }
 
     #[test]

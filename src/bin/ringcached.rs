@@ -48,12 +48,12 @@ fn main() -> Result<()> {
         cfg.socket = s;
     }
     let socket = cfg.socket.clone();
-    run(cfg, move |_| {
+    run(cfg, move |handle| {
         // Not println!: a closed stdout must not stop the daemon.
-        let _ = writeln!(
-            std::io::stdout(),
-            "ringcached: serving on {}",
-            socket.display()
-        );
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ringcached: serving on {}", socket.display());
+        if let Some(addr) = handle.metrics_addr() {
+            let _ = writeln!(out, "ringcached: metrics at http://{addr}/metrics");
+        }
     })
 }

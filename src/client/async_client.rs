@@ -224,4 +224,8 @@ impl AsyncClient {
     pub async fn stats(&self) -> Result<Vec<(String, u64)>> {
         reply::stats(&self.call(Op::Stats, &[]).await?)
     }
+    /// The daemon's metrics in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String> {
+        reply::metrics(&self.call(Op::Metrics, &[]).await?)
+    }
 }

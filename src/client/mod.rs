@@ -387,6 +387,12 @@ impl Client {
     pub fn stats(&mut self) -> Result<Vec<(String, u64)>> {
         reply::stats(&self.call(Op::Stats, &[])?)
     }
+
+    /// The daemon's metrics in the Prometheus text format (a daemon too
+    /// old to know the op answers `Status(UnknownOp)`).
+    pub fn metrics(&mut self) -> Result<String> {
+        reply::metrics(&self.call(Op::Metrics, &[])?)
+    }
 }
 
 mod callback;
@@ -575,6 +581,14 @@ pub mod reply {
         }
         rd.end()?;
         Ok(v)
+    }
+    pub fn metrics(body: &[u8]) -> Result<String> {
+        let mut rd = Reader::new(body);
+        let n = rd.u32()? as usize;
+        let text = rd.bytes(n)?;
+        rd.end()?;
+        String::from_utf8(text.to_vec())
+            .map_err(|_| ClientError::Protocol("the metrics text is not UTF-8".into()))
     }
 }
 

@@ -76,6 +76,11 @@ pub trait Requests: Send + Sync {
         reply::stats(&self.call(Op::Stats, &[])?)
     }
 
+    /// The daemon's metrics in the Prometheus text format.
+    fn metrics(&self) -> Result<String> {
+        reply::metrics(&self.call(Op::Metrics, &[])?)
+    }
+
     /// The volume `v` is an export of `server`, now at `epoch`.
     fn declare_server(&self, v: VolumeHandle, server: &[u8], epoch: u64) -> Result<()> {
         self.call(Op::DeclareServer, &body::declare_server(v, server, epoch)?)

@@ -17,13 +17,20 @@
 //! lru_timeout 10                  # seconds an unused cookie stays bound
 //! callback_margin 10              # seconds before expiry a promise stops counting
 //! max_connections 1024            # clients connected at once; more are refused
+//! metrics_listen 127.0.0.1:9464   # serve GET /metrics over HTTP here (unset: no listener)
 //! allow afs.example uid=1000,1001 gid=100
 //! allow * uid=0
 //! ```
 //!
 //! Every bad value is an error naming the line and the key. With no
 //! `allow` line, the daemon's own user and root may use every volume.
+//! `metrics_listen` takes a numeric address and port (`127.0.0.1:9464`,
+//! `[::1]:9464`; no host names, nothing is resolved); port 0 picks a free
+//! port, which the daemon logs. Its metrics are readable by anyone who
+//! can reach the address: bind it to loopback unless the network is
+//! trusted.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +66,9 @@ pub struct Config {
     /// Clients connected at once; one more is refused (a Hello reply with
     /// status Busy and id 0, then the connection closes).
     pub max_connections: usize,
+    /// Where to serve `GET /metrics` (Prometheus text) over HTTP; `None`:
+    /// no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
     pub access: Vec<AccessRule>,
 }
 
@@ -85,6 +95,7 @@ impl Config {
             lru_timeout: Duration::from_secs(10),
             callback_margin: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            metrics_listen: None,
             access: Vec::new(),
         }
     }
@@ -178,6 +189,13 @@ impl Config {
                         .ok()
                         .filter(|&n: &usize| (1..=1_000_000).contains(&n))
                         .ok_or_else(|| err(format!("{value:?} is not a number 1..=1000000")))?;
+                }
+                "metrics_listen" => {
+                    c.metrics_listen = Some(value.parse().map_err(|_| {
+                        err(format!(
+                            "{value:?} is not an address and port like 127.0.0.1:9464 or [::1]:9464"
+                        ))
+                    })?);
                 }
                 "lru_timeout" => {
                     let s: u64 = value
@@ -317,6 +335,45 @@ mod tests {
         assert!(e.msg.contains("either"));
         let e = parse("brun 5\nbcull 7\nbstop 3").unwrap_err();
         assert!(e.msg.contains("bcull"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_and_port() {
+        assert_eq!(parse("").unwrap().metrics_listen, None, "off by default");
+        for (text, want) in [
+            ("metrics_listen 127.0.0.1:9464", "127.0.0.1:9464"),
+            (
+                "metrics_listen   0.0.0.0:80  # all interfaces",
+                "0.0.0.0:80",
+            ),
+            ("metrics_listen [::1]:9464", "[::1]:9464"),
+            ("metrics_listen 127.0.0.1:0", "127.0.0.1:0"),
+        ] {
+            let c = parse(text).expect(text);
+            assert_eq!(c.metrics_listen, Some(want.parse().unwrap()), "{text}");
+        }
+        for bad in [
+            "metrics_listen",
+            "metrics_listen localhost:9464",
+            "metrics_listen 127.0.0.1",
+            "metrics_listen 9464",
+            "metrics_listen :9464",
+            "metrics_listen 127.0.0.1:65536",
+            "metrics_listen 127.0.0.1:x",
+            "metrics_listen ::1:9464",
+            "metrics_listen http://127.0.0.1:9464/metrics",
+            "metrics_listen 127.0.0.1:9464 127.0.0.1:9465",
+        ] {
+            let e = parse(&format!("tag t\n{bad}")).expect_err(bad);
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (2, "metrics_listen"),
+                "{bad}: {e}"
+            );
+            if bad != "metrics_listen" {
+                assert!(e.msg.contains("like 127.0.0.1:9464"), "{bad}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::MAX_INFLIGHT;
 use super::frames::{FrameEnd, FrameReader, ReplyWriter, reply_frame};
@@ -107,6 +108,8 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                     break;
                 }
             };
+            // The request is off the socket: its latency counts from here.
+            let received = Instant::now();
             d.requests.fetch_add(1, Ordering::Relaxed);
             if d.stop.began() {
                 // Shutting down: nothing new is started; the client is told
@@ -115,7 +118,13 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                 continue;
             }
             if !greeted {
-                let Some(version) = greet(&writer, &h, &payload) else {
+                let (reply, version) = greet(&h, &payload);
+                if h.op == Op::Hello as u16 {
+                    d.latency.observe(Op::Hello, received);
+                }
+                writer.send(&reply);
+                let Some(version) = version.filter(|_| !writer.broken.load(Ordering::Relaxed))
+                else {
                     d.bad_frames.fetch_add(1, Ordering::Relaxed);
                     break;
                 };
@@ -156,11 +165,13 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                         }
                     }
                 }
-                d.start_read(&conn, &reads, h.id, &payload, &writer);
+                d.start_read(&conn, &reads, h.id, &payload, &writer, received);
                 continue;
             }
             let reply = d.handle(&conn, &peer, op, &payload);
-            writer.send(&reply_frame(h.op, h.id, reply.status, &reply.body.finish()));
+            let frame = reply_frame(h.op, h.id, reply.status, &reply.body.finish());
+            d.latency.observe(op, received);
+            writer.send(&frame);
         }
         // Reads in flight finish (releasing their accesses) before the
         // client's cookies and volumes are given back.
@@ -176,14 +187,11 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
     d.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Answer the first frame, which must be a HELLO of a version served
-/// (1 or 2; the reply names the one spoken). Returns it, or `None` when
-/// the connection ends.
-pub(super) fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> Option<u32> {
-    let refuse = |st: Status, body: &[u8]| {
-        writer.send(&reply_frame(h.op, h.id, st, body));
-        None
-    };
+/// The answer to the first frame, which must be a HELLO of a version
+/// served (1 or 2; the reply names the one spoken): the reply, and the
+/// version if the connection goes on.
+pub(super) fn greet(h: &proto::Header, payload: &[u8]) -> (Vec<u8>, Option<u32>) {
+    let refuse = |st: Status, body: &[u8]| (reply_frame(h.op, h.id, st, body), None);
     if h.op != Op::Hello as u16 || h.id == 0 || h.flags != 0 {
         return refuse(Status::BadRequest, &[]);
     }
@@ -213,8 +221,7 @@ pub(super) fn greet(writer: &ReplyWriter, h: &proto::Header, payload: &[u8]) -> 
         .u32(MAX_INFLIGHT as u32)
         .u32(proto::MAX_DATA as u32)
         .finish();
-    writer.send(&reply_frame(h.op, h.id, Status::Ok, &body));
-    (!writer.broken.load(Ordering::Relaxed)).then_some(version)
+    (reply_frame(h.op, h.id, Status::Ok, &body), Some(version))
 }
 
 /// Stack of connection threads: they parse frames and call into the

@@ -148,6 +148,7 @@ impl Daemon {
             Op::BreakServer => self.op_break_server(conn, r),
             Op::Flush => self.op_flush(r),
             Op::WriteFetched => self.op_write_fetched(conn, r),
+            Op::Metrics => self.op_metrics(r),
         };
         res.unwrap_or_else(|e| e)
     }
@@ -156,10 +157,27 @@ impl Daemon {
         r.end().map_err(bad)?;
         let stats = self.stats();
         let mut w = Writer::new().u32(stats.len() as u32);
-        for (k, v) in stats {
-            w = w.u8(k.len() as u8).bytes(k.as_bytes()).u64(v);
+        for s in stats {
+            w = w
+                .u8(s.name.len() as u8)
+                .bytes(s.name.as_bytes())
+                .u64(s.value);
         }
         Ok(Reply::ok(w))
+    }
+
+    fn op_metrics(&self, r: &mut Reader<'_>) -> Handled {
+        r.end().map_err(bad)?;
+        let text = self.metrics_text();
+        // Far below a frame's limit (some 50 KiB); a text that outgrew it
+        // would be a bug here, answered as one rather than sent cut.
+        if text.len() > crate::proto::MAX_DATA {
+            tracing::error!(bytes = text.len(), "the metrics text does not fit a frame");
+            return Err(status(Status::Internal));
+        }
+        Ok(Reply::ok(
+            Writer::new().u32(text.len() as u32).bytes(text.as_bytes()),
+        ))
     }
 
     fn op_acquire_volume(&self, conn: &Mutex<Conn>, peer: &Peer, r: &mut Reader<'_>) -> Handled {

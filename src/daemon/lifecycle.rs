@@ -4,6 +4,7 @@
 //! finish within a grace period, flush, checkpoint, mark clean).
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -26,6 +27,12 @@ impl ShutdownHandle {
     /// Begin the clean shutdown.
     pub fn shutdown(&self) {
         self.0.stop();
+    }
+
+    /// Where the daemon serves `GET /metrics` (`metrics_listen`), as bound:
+    /// with port 0 in the configuration, this has the port it got.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.0.metrics_addr
     }
 }
 
@@ -93,6 +100,10 @@ pub(super) struct Lifecycle {
     pub(super) sleep: Mutex<()>,
     /// The listening socket, shut down to wake the accept loop.
     pub(super) listener: Mutex<Option<UnixListener>>,
+    /// The metrics listener, shut down likewise to wake its thread.
+    pub(super) metrics_listener: Mutex<Option<TcpListener>>,
+    /// Where the metrics listener is bound.
+    pub(super) metrics_addr: Option<SocketAddr>,
 }
 
 impl Lifecycle {
@@ -105,6 +116,10 @@ impl Lifecycle {
             .as_ref()
         {
             // Makes a blocked accept(2) return at once.
+            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        if let Some(l) = lock(&self.metrics_listener).as_ref() {
+            // The same for a TCP listener (accept(2) fails with EINVAL).
             let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
         let _g = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
@@ -182,6 +197,15 @@ pub(super) fn bind(sock: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Bind the metrics listener of `metrics_listen`: the listener and the
+/// address it got (port 0 picks one).
+fn bind_metrics(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).with_context(|| format!("binding metrics_listen {addr}"))?;
+    let bound = l.local_addr().context("the metrics listener's address")?;
+    tracing::info!("serving metrics at http://{bound}/metrics");
+    Ok((l, bound))
+}
+
 /// Run the daemon until SIGTERM/SIGINT (or `shutdown`), then shut down
 /// cleanly: stop accepting, finish requests in flight, release every
 /// client's cookies, flush and checkpoint, mark the cache clean.
@@ -192,7 +216,8 @@ pub(super) fn bind(sock: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 /// that reaps and answers its reads. Both block in the kernel (the socket,
 /// or io_uring as the engine's driver), so a read costs no hand-off
 /// through a pool. One more thread runs housekeeping (LRU discard, a flush
-/// when dirty, once a second), one waits for signals.
+/// when dirty, once a second), one waits for signals, and with
+/// `metrics_listen` one answers `GET /metrics`.
 pub fn run(
     cfg: Config,
     on_ready: impl FnOnce(ShutdownHandle) + Send + 'static,
@@ -201,11 +226,20 @@ pub fn run(
     let daemon = Daemon::open(cfg)?;
     let sock = daemon.cfg.socket.clone();
     let listener = bind(&sock, daemon.cfg.socket_mode)?;
+    let metrics = match daemon.cfg.metrics_listen.map(bind_metrics).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&sock);
+            return Err(e);
+        }
+    };
     let life = Arc::new(Lifecycle {
         stopping: AtomicBool::new(false),
         stopped: Condvar::new(),
         sleep: Mutex::new(()),
         listener: Mutex::new(Some(listener.try_clone()?)),
+        metrics_listener: Mutex::new(metrics.as_ref().map(|(l, _)| l.try_clone()).transpose()?),
+        metrics_addr: metrics.as_ref().map(|&(_, a)| a),
     });
     let handle = ShutdownHandle(life.clone());
     let mut signals = signal_hook::iterator::Signals::new([
@@ -240,6 +274,11 @@ pub fn run(
         std::thread::Builder::new()
             .name("ringcached-housekeeping".into())
             .spawn_scoped(scope, move || housekeeping(d, life))?;
+        if let Some((l, _)) = &metrics {
+            std::thread::Builder::new()
+                .name("ringcached-metrics".into())
+                .spawn_scoped(scope, move || super::metrics_http::serve(d, l, life))?;
+        }
         let open = &open;
         let mut next_conn = 0u64;
         for stream in listener.incoming() {

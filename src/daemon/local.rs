@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::Config;
 use super::connection::{Conn, Peer};
@@ -48,6 +49,8 @@ impl Embedded {
             stopped: Condvar::new(),
             sleep: Mutex::new(()),
             listener: Mutex::new(None),
+            metrics_listener: Mutex::new(None),
+            metrics_addr: None,
         });
         let housekeeping = {
             let (d, l) = (daemon.clone(), life.clone());
@@ -229,15 +232,18 @@ fn frame_of(bytes: &[u8]) -> Option<Frame> {
 impl Requests for LocalSession {
     fn request(&self, op: Op, body: &[u8]) -> client::Result<(Status, Vec<u8>)> {
         self.d.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(match op {
+        let received = Instant::now();
+        let answer = match op {
             Op::Read => self.read(body),
             // A session is greeted when it is made.
-            Op::Hello => (Status::BadRequest, Vec::new()),
+            Op::Hello => return Ok((Status::BadRequest, Vec::new())),
             _ => {
                 let r = self.d.handle(&self.conn, &self.peer, op, body);
                 (r.status, r.body.finish())
             }
-        })
+        };
+        self.d.latency.observe(op, received);
+        Ok(answer)
     }
 
     fn is_dead(&self) -> bool {

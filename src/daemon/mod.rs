@@ -13,6 +13,11 @@
 //! [`FRAME_TIMEOUT`] closes the connection; other clients are served
 //! throughout.
 //!
+//! Every request is timed, from its frame read whole to its reply handed
+//! to the writer, into a latency histogram of its op (`metrics`: atomics,
+//! no lock); with `metrics_listen` set, one more thread answers
+//! `GET /metrics` over HTTP with them and the counters (`metrics_http`).
+//!
 //! Peer credentials (SO_PEERCRED) decide which volumes a client may
 //! acquire; handles are per connection, so one client can never name
 //! another's volumes or cookies. When a client goes away, its accesses are
@@ -26,6 +31,8 @@ mod frames;
 mod handlers;
 mod lifecycle;
 mod local;
+mod metrics;
+mod metrics_http;
 mod reads;
 #[cfg(test)]
 mod registry_tests;

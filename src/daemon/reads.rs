@@ -27,6 +27,9 @@ pub(super) struct ConnRead<'d> {
     pub(super) read: PendingRead,
     /// Holds the cookie's access gate until the read is answered.
     pub(super) op: Operation<'d>,
+    /// When the request came off the socket (its latency counts from
+    /// then to its reply).
+    pub(super) received: Instant,
 }
 
 #[derive(Default)]
@@ -127,8 +130,9 @@ impl Daemon {
         Ok((op, at))
     }
 
-    /// Start a read: parse, check, take an access, send the I/O. Errors
-    /// and reads with nothing to do are answered at once.
+    /// Start a read that came off the socket at `received`: parse,
+    /// check, take an access, send the I/O. Errors and reads with nothing
+    /// to do are answered at once.
     pub(super) fn start_read<'d>(
         &'d self,
         conn: &Mutex<Conn>,
@@ -136,10 +140,15 @@ impl Daemon {
         id: u64,
         payload: &[u8],
         out: &ReplyWriter,
+        received: Instant,
     ) {
+        let answer = |frame: Vec<u8>| {
+            self.latency.observe(Op::Read, received);
+            out.send(&frame);
+        };
         let (op, at) = match self.prepare_read(conn, payload) {
             Ok(p) => p,
-            Err(st) => return out.send(&reply_frame(Op::Read as u16, id, st, &[])),
+            Err(st) => return answer(reply_frame(Op::Read as u16, id, st, &[])),
         };
         let mut t = lock(&reads.table);
         while t.reads.len() >= MAX_INFLIGHT {
@@ -149,15 +158,20 @@ impl Daemon {
         let key = t.reads.vacant_key() as u64;
         match self.store.start_read(key, id, at, &reads.cq) {
             Ok(StartedRead::Pending(read)) => {
-                t.reads.insert(ConnRead { id, read, op });
+                t.reads.insert(ConnRead {
+                    id,
+                    read,
+                    op,
+                    received,
+                });
             }
             Ok(StartedRead::Done(result)) => {
                 drop(t);
-                out.send(&read_reply(id, op.read_done(result)));
+                answer(read_reply(id, op.read_done(result)));
             }
             Err(e) => {
                 drop(t);
-                out.send(&read_reply(id, op.read_done(Err(e))));
+                answer(read_reply(id, op.read_done(Err(e))));
             }
         }
     }
@@ -204,22 +218,29 @@ impl Daemon {
             if landed.is_empty() {
                 continue;
             }
-            let (ids_ops, pending): (Vec<_>, Vec<_>) =
-                landed.drain(..).map(|r| ((r.id, r.op), r.read)).unzip();
+            let (ids_ops, pending): (Vec<_>, Vec<_>) = landed
+                .drain(..)
+                .map(|r| ((r.id, r.op, r.received), r.read))
+                .unzip();
             self.store.finish_pending(pending.into_iter(), &mut results);
             // Replies: a head (frame header, status, segment table) per
             // read, the data straight from the I/O buffers.
-            let outcomes: Vec<(u64, Result<ReadOutcome, CacheError>)> = ids_ops
+            let outcomes: Vec<(u64, Instant, Result<ReadOutcome, CacheError>)> = ids_ops
                 .into_iter()
                 .zip(results.drain(..))
-                .map(|((id, op), (_, r))| (id, op.read_done(r)))
+                .map(|((id, op, received), (_, r))| (id, received, op.read_done(r)))
                 .collect();
             heads.clear();
-            for (id, outcome) in &outcomes {
+            for (id, _, outcome) in &outcomes {
                 heads.push(read_reply_head(*id, outcome));
             }
+            // The batch's replies are handed to the writer now.
+            let now = Instant::now();
+            for (_, received, _) in &outcomes {
+                self.latency.observe_until(Op::Read, *received, now);
+            }
             let mut slices = Vec::with_capacity(outcomes.len() * 2);
-            for (head, (_, outcome)) in heads.iter().zip(&outcomes) {
+            for (head, (_, _, outcome)) in heads.iter().zip(&outcomes) {
                 slices.push(IoSlice::new(head));
                 if let Ok(ReadOutcome::Data(segs)) = outcome {
                     for s in segs {

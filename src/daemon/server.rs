@@ -11,6 +11,7 @@ use anyhow::Context;
 use super::Config;
 use super::connection::{Conn, CookieEntry};
 use super::events::Outboxes;
+use super::metrics::{OpLatency, Stat, StatKind, fscache_meaning};
 use crate::callback::{CallbackConfig, Coherent, ObjectRef};
 use crate::cookie::{Cookie, Fscache, FscacheConfig, Volume};
 use crate::io::{self, OpenOptions};
@@ -41,6 +42,8 @@ pub struct Daemon {
     pub(super) next_conn_id: AtomicU64,
     /// Shutdown, as the connections see it.
     pub(super) stop: super::lifecycle::Stop,
+    /// Request latency by op, for the metrics.
+    pub(super) latency: OpLatency,
 }
 
 /// A volume in the daemon's registry.
@@ -152,6 +155,7 @@ impl Daemon {
             shared_cookies: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             stop: super::lifecycle::Stop::new().context("creating the shutdown eventfd")?,
+            latency: OpLatency::default(),
         }))
     }
 
@@ -160,72 +164,208 @@ impl Daemon {
         &self.store
     }
 
-    pub(super) fn stats(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = Vec::new();
-        for (k, n) in self.cache.stats().snapshot() {
-            v.push((format!("fscache.{k}"), n));
-        }
+    /// The daemon's counters, in a stable order: what `Stats` reports
+    /// and the metrics' counters and gauges.
+    pub(super) fn stats(&self) -> Vec<Stat> {
+        use StatKind::{Counter, Gauge};
+        let mut v: Vec<Stat> = Vec::new();
+        let mut group = |prefix: &str, stats: &[(&str, u64, StatKind, &'static str)]| {
+            for &(k, value, kind, help) in stats {
+                v.push(Stat {
+                    name: format!("{prefix}.{k}"),
+                    value,
+                    kind,
+                    help,
+                });
+            }
+        };
+        let fscache: Vec<_> = self
+            .cache
+            .stats()
+            .snapshot()
+            .into_iter()
+            .map(|(k, n)| {
+                let (kind, help) = fscache_meaning(k);
+                (k, n, kind, help)
+            })
+            .collect();
+        group("fscache", &fscache);
         let s = self.store.stats();
-        let st = [
-            ("reads", s.reads),
-            ("read_bytes", s.read_bytes),
-            ("read_hole_bytes", s.read_hole_bytes),
-            ("writes", s.writes),
-            ("write_bytes", s.write_bytes),
-            ("checksum_errors", s.checksum_errors),
-            ("io_errors", s.io_errors),
-            ("regions_evicted", s.regions_evicted),
-            ("bytes_evicted", s.bytes_evicted),
-            ("objects_culled", s.objects_culled),
-            ("checkpoints", s.checkpoints),
-            ("flushes", s.flushes),
-            ("nospace_events", s.nospace_events),
-        ];
-        for (k, n) in st {
-            v.push((format!("store.{k}"), n));
-        }
+        group(
+            "store",
+            &[
+                ("reads", s.reads, Counter, "Reads served by the store"),
+                (
+                    "read_bytes",
+                    s.read_bytes,
+                    Counter,
+                    "Bytes of data read from the device",
+                ),
+                (
+                    "read_hole_bytes",
+                    s.read_hole_bytes,
+                    Counter,
+                    "Bytes of reads answered as holes (nothing cached, or a block that failed its check)",
+                ),
+                ("writes", s.writes, Counter, "Writes stored"),
+                (
+                    "write_bytes",
+                    s.write_bytes,
+                    Counter,
+                    "Bytes of data written",
+                ),
+                (
+                    "checksum_errors",
+                    s.checksum_errors,
+                    Counter,
+                    "Blocks whose checksum failed on read (served as misses)",
+                ),
+                ("io_errors", s.io_errors, Counter, "Device I/O errors"),
+                (
+                    "regions_evicted",
+                    s.regions_evicted,
+                    Counter,
+                    "Regions freed by eviction",
+                ),
+                (
+                    "bytes_evicted",
+                    s.bytes_evicted,
+                    Counter,
+                    "Cached bytes dropped by region eviction",
+                ),
+                (
+                    "objects_culled",
+                    s.objects_culled,
+                    Counter,
+                    "Objects culled to stay under the object limit",
+                ),
+                (
+                    "checkpoints",
+                    s.checkpoints,
+                    Counter,
+                    "Index checkpoints written",
+                ),
+                ("flushes", s.flushes, Counter, "Flushes to the device"),
+                (
+                    "nospace_events",
+                    s.nospace_events,
+                    Counter,
+                    "Times a writer found no free region or object slot (and waited or failed)",
+                ),
+            ],
+        );
         let o = self.store.occupancy_summary();
-        for (k, n) in [
-            ("regions", u64::from(o.regions)),
-            ("region_bytes", o.region_bytes),
-            ("regions_free", u64::from(o.regions_free)),
-            ("objects", o.objects),
-            ("extents", o.extents),
-            ("cached_bytes", o.live_bytes),
-        ] {
-            v.push((format!("space.{k}"), n));
-        }
+        group(
+            "space",
+            &[
+                (
+                    "regions",
+                    u64::from(o.regions),
+                    Gauge,
+                    "Data regions of the cache",
+                ),
+                ("region_bytes", o.region_bytes, Gauge, "Bytes of one region"),
+                (
+                    "regions_free",
+                    u64::from(o.regions_free),
+                    Gauge,
+                    "Regions holding no data",
+                ),
+                ("objects", o.objects, Gauge, "Objects in the index"),
+                ("extents", o.extents, Gauge, "Extents in the index"),
+                (
+                    "cached_bytes",
+                    o.live_bytes,
+                    Gauge,
+                    "Bytes of live cached data",
+                ),
+            ],
+        );
         let cb = self.coherent.stats();
-        for (k, n) in [
-            ("servers", cb.servers as u64),
-            ("volumes", cb.volumes as u64),
-            ("objects", cb.objects as u64),
-            ("objects_in_use", cb.objects_in_use as u64),
-            ("holds", cb.holds as u64),
-            ("file_breaks", cb.file_breaks),
-            ("volume_breaks", cb.volume_breaks),
-            ("server_breaks", cb.server_breaks),
-            ("zaps", cb.zaps),
-            ("break_visits", cb.break_visits),
-        ] {
-            v.push((format!("callback.{k}"), n));
-        }
-        v.push((
-            "daemon.withdrawn".into(),
-            u64::from(self.cache.withdrawn().is_some()),
-        ));
-        v.push((
-            "daemon.connections".into(),
-            self.connections.load(Ordering::Relaxed),
-        ));
-        v.push((
-            "daemon.requests".into(),
-            self.requests.load(Ordering::Relaxed),
-        ));
-        v.push((
-            "daemon.bad_frames".into(),
-            self.bad_frames.load(Ordering::Relaxed),
-        ));
+        group(
+            "callback",
+            &[
+                ("servers", cb.servers as u64, Gauge, "File servers declared"),
+                (
+                    "volumes",
+                    cb.volumes as u64,
+                    Gauge,
+                    "Volumes declared for a file server",
+                ),
+                (
+                    "objects",
+                    cb.objects as u64,
+                    Gauge,
+                    "Object records of the callback layer",
+                ),
+                (
+                    "objects_in_use",
+                    cb.objects_in_use as u64,
+                    Gauge,
+                    "Object records some connection holds",
+                ),
+                (
+                    "holds",
+                    cb.holds as u64,
+                    Gauge,
+                    "(object, connection) holds",
+                ),
+                (
+                    "file_breaks",
+                    cb.file_breaks,
+                    Counter,
+                    "Callback breaks of single files",
+                ),
+                (
+                    "volume_breaks",
+                    cb.volume_breaks,
+                    Counter,
+                    "Callback breaks of whole volumes",
+                ),
+                (
+                    "server_breaks",
+                    cb.server_breaks,
+                    Counter,
+                    "Callback breaks of whole servers, new epochs included",
+                ),
+                ("zaps", cb.zaps, Counter, "Zap events queued to connections"),
+                (
+                    "break_visits",
+                    cb.break_visits,
+                    Counter,
+                    "Object records that breaks looked at",
+                ),
+            ],
+        );
+        group(
+            "daemon",
+            &[
+                (
+                    "withdrawn",
+                    u64::from(self.cache.withdrawn().is_some()),
+                    Gauge,
+                    "1 once the cache is withdrawn after persistent device errors",
+                ),
+                (
+                    "connections",
+                    self.connections.load(Ordering::Relaxed),
+                    Gauge,
+                    "Clients connected (in-process sessions included)",
+                ),
+                (
+                    "requests",
+                    self.requests.load(Ordering::Relaxed),
+                    Counter,
+                    "Requests received",
+                ),
+                (
+                    "bad_frames",
+                    self.bad_frames.load(Ordering::Relaxed),
+                    Counter,
+                    "Connections closed for a bad frame or a refused greeting",
+                ),
+            ],
+        );
         v
     }
 }

@@ -46,13 +46,18 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Print a running daemon's counters.
+    /// Print a running daemon's counters, or its metrics for Prometheus.
     Stat {
         /// The daemon's socket.
         #[arg(long, default_value = "ringcache-data/ringcached.sock")]
         socket: PathBuf,
-        /// Print JSON: an object of counter name to value.
-        #[arg(long)]
+        /// text (counters grouped by prefix), json (an object of counter
+        /// name to value) or prometheus (the daemon's metrics, latency
+        /// histograms included, in the Prometheus text format).
+        #[arg(long, value_enum, default_value_t = StatFormat::Text)]
+        format: StatFormat,
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
     },
     /// Show what an offline cache holds, as recovery would load it
@@ -127,13 +132,31 @@ enum View {
 /// Exit code of inspect or fsck when they could not run.
 const EXIT_FAILED: u8 = 2;
 
-/// `ringcache stat`: the daemon's counters, grouped by their prefix.
-fn run_stat(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
+/// What `ringcache stat` prints.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StatFormat {
+    Text,
+    Json,
+    Prometheus,
+}
+
+/// `ringcache stat`: the daemon's counters, grouped by their prefix, as
+/// JSON, or its metrics as the daemon encodes them for Prometheus.
+fn run_stat(socket: &std::path::Path, format: StatFormat) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut c = ringcache::client::Client::connect(socket)
         .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+    if format == StatFormat::Prometheus {
+        let text = c.metrics().map_err(|e| match e {
+            ringcache::client::ClientError::Status(ringcache::proto::Status::UnknownOp) => {
+                anyhow!("the daemon does not serve metrics (it is older than this tool)")
+            }
+            e => anyhow::Error::new(e).context("asking for metrics"),
+        })?;
+        return print_out(&text);
+    }
     let stats = c.stats().context("asking for stats")?;
-    if json {
+    if format == StatFormat::Json {
         let map: serde_json::Map<String, serde_json::Value> = stats
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::from(v)))
@@ -151,13 +174,17 @@ fn run_stat(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
         }
         out.push_str(&format!("  {name:<24} {v}\n"));
     }
-    // A closed pipe (`ringcache stat | head`) is not an error.
+    print_out(&out)
+}
+
+/// Write `out` to stdout; a closed pipe (`ringcache stat | head`) is not
+/// an error.
+fn print_out(out: &str) -> anyhow::Result<()> {
     use std::io::Write;
     match std::io::stdout().write_all(out.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-        _ => {}
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -193,7 +220,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
-        Cmd::Stat { socket, json } => match run_stat(&socket, json) {
+        Cmd::Stat {
+            socket,
+            format,
+            json,
+        } => match run_stat(&socket, if json { StatFormat::Json } else { format }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringcache stat: {e:#}");
