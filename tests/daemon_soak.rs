@@ -224,16 +224,18 @@ fn a_thousand_connections_for_minutes_leak_nothing() {
     }
     let (t0, rss0, fd0, task0) = samples[0];
     let (t1, rss1, _, _) = *samples.last().unwrap();
-    // Flat: every sample within a few connections being churned of the
-    // first (a retire closes and opens one connection: 2 descriptors and
-    // 2 threads each, 4 drivers at once).
+    // Flat: every sample within the connections being churned of the
+    // first (closing and opening connections leaves a few dozen threads
+    // and descriptors on their way in or out at any moment; a leak of one
+    // per churned connection would be thousands over a run, and the exact
+    // check comes once the clients have gone).
     for &(t, _, f, k) in &samples {
         assert!(
-            f.abs_diff(fd0) <= 16,
+            f.abs_diff(fd0) <= 64,
             "descriptors at {t:?}: {f}, at warm-up {fd0}"
         );
         assert!(
-            k.abs_diff(task0) <= 16,
+            k.abs_diff(task0) <= 64,
             "threads at {t:?}: {k}, at warm-up {task0}"
         );
     }
