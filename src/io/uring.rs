@@ -172,10 +172,12 @@ struct Shared {
 
 /// See the module docs.
 pub struct UringEngine {
-    /// The rings, by lane; lane 0 opened with the engine, the others the
-    /// first time a thread of that lane submits (`None`: the kernel
-    /// refused one more ring, and that lane's threads use lane 0).
-    lanes: Box<[OnceLock<Option<Arc<Shared>>>]>,
+    /// Lane 0's ring, opened with the engine.
+    first: Arc<Shared>,
+    /// The rings of lanes 1.., each opened the first time a thread of that
+    /// lane submits (`None`: the kernel refused one more ring, and that
+    /// lane's threads use lane 0's).
+    others: Box<[OnceLock<Option<Arc<Shared>>>]>,
     /// The device, duplicated into each ring's registered file.
     device: File,
     /// The buffers every ring registers.
@@ -212,10 +214,9 @@ impl UringEngine {
             0 => DEFAULT_RINGS,
             n => n as usize,
         };
-        let lanes: Box<[OnceLock<Option<Arc<Shared>>>]> = (0..n).map(|_| OnceLock::new()).collect();
-        let _ = lanes[0].set(Some(Arc::new(first)));
         Ok(UringEngine {
-            lanes,
+            first: Arc::new(first),
+            others: (1..n).map(|_| OnceLock::new()).collect(),
             device: file,
             pool,
             requested_depth,
@@ -223,21 +224,13 @@ impl UringEngine {
         })
     }
 
-    /// Lane 0's ring, always open.
-    fn first(&self) -> &Arc<Shared> {
-        match self.lanes[0].get() {
-            Some(Some(s)) => s,
-            _ => unreachable!("lane 0 is opened with the engine"),
-        }
-    }
-
     /// The calling thread's ring, opened on its first use.
     fn ring_of_this_thread(&self) -> &Arc<Shared> {
-        let lane = thread_number() % self.lanes.len();
-        if lane == 0 {
-            return self.first();
-        }
-        let opened = self.lanes[lane].get_or_init(|| {
+        let lane = thread_number() % (self.others.len() + 1);
+        let Some(slot) = lane.checked_sub(1).and_then(|i| self.others.get(i)) else {
+            return &self.first;
+        };
+        let opened = slot.get_or_init(|| {
             match Shared::open(&self.device, &self.pool, self.requested_depth, false) {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
@@ -246,24 +239,26 @@ impl UringEngine {
                 }
             }
         });
-        opened.as_ref().unwrap_or_else(|| self.first())
+        opened.as_ref().unwrap_or(&self.first)
     }
 
     /// Every ring opened so far.
     fn rings(&self) -> impl Iterator<Item = &Arc<Shared>> {
-        self.lanes
-            .iter()
-            .filter_map(|l| l.get().and_then(Option::as_ref))
+        std::iter::once(&self.first).chain(
+            self.others
+                .iter()
+                .filter_map(|l| l.get().and_then(Option::as_ref)),
+        )
     }
 
     /// Whether the pool's buffers are registered with the kernel.
     pub fn fixed_buffers(&self) -> bool {
-        self.first().fixed_buffers
+        self.first.fixed_buffers
     }
 
     /// The most ops in flight at once on one ring.
     pub fn queue_depth(&self) -> usize {
-        self.first().depth
+        self.first.depth
     }
 
     /// The rings opened so far (one per lane of threads that submitted).

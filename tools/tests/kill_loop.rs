@@ -67,6 +67,19 @@ fn content(k: u32, version: u32, block: u64) -> Vec<u8> {
     out
 }
 
+/// The data of a read, block by block: (block number, its bytes).
+fn data_blocks(segs: Vec<ReadSegment>) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for s in segs {
+        if let ReadSegment::Data { offset, data } = s {
+            for (i, chunk) in data.chunks(BLOCK as usize).enumerate() {
+                out.push((offset / BLOCK + i as u64, chunk.to_vec()));
+            }
+        }
+    }
+    out
+}
+
 /// What the oracle knows of one key.
 #[derive(Clone, Debug)]
 struct KeyState {
@@ -155,20 +168,15 @@ fn load(socket: &Path, client: u32, oracle: &Oracle, mut rng: u64) -> u64 {
             // Read it all back: the blocks written, or misses.
             match c.read(h, 0, st.size as u32) {
                 Ok(ReadReply::Data(segs)) => {
-                    for s in segs {
-                        if let ReadSegment::Data { offset, data } = s {
-                            for (i, chunk) in data.chunks(BLOCK as usize).enumerate() {
-                                let b = offset / BLOCK + i as u64;
-                                assert!(
-                                    chunk == &content(k, st.version, b)[..],
-                                    "key {k} block {b}: wrong bytes read while running"
-                                );
-                                assert!(
-                                    st.blocks.contains_key(&b),
-                                    "key {k} block {b}: data where nothing was written"
-                                );
-                            }
-                        }
+                    for (b, chunk) in data_blocks(segs) {
+                        assert!(
+                            chunk == content(k, st.version, b),
+                            "key {k} block {b}: wrong bytes read while running"
+                        );
+                        assert!(
+                            st.blocks.contains_key(&b),
+                            "key {k} block {b}: data where nothing was written"
+                        );
                     }
                     true
                 }
@@ -248,30 +256,25 @@ fn verify(d: &DaemonProc, oracle: &Oracle, killed: Instant, cycle: u64, t: &mut 
         let mut present = BTreeSet::new();
         match c.read(h, 0, st.size as u32).expect("read") {
             ReadReply::Data(segs) => {
-                for s in segs {
-                    if let ReadSegment::Data { offset, data } = s {
-                        for (i, chunk) in data.chunks(BLOCK as usize).enumerate() {
-                            let b = offset / BLOCK + i as u64;
-                            assert!(
-                                chunk == &content(k, st.version, b)[..],
-                                "cycle {cycle}: key {k} block {b}: bytes that are not its content \
-                                 under version {}",
-                                st.version
-                            );
-                            if !st.uncertain
-                                && let Some(&when) = st.cut.get(&b)
-                            {
-                                assert!(
-                                    when > durable_before,
-                                    "cycle {cycle}: key {k} block {b}: cut by a resize acknowledged \
-                                     {:?} before the kill, back after the restart",
-                                    killed - when
-                                );
-                            }
-                            present.insert(b);
-                            t.bytes_verified += BLOCK;
-                        }
+                for (b, chunk) in data_blocks(segs) {
+                    assert!(
+                        chunk == content(k, st.version, b),
+                        "cycle {cycle}: key {k} block {b}: bytes that are not its content \
+                         under version {}",
+                        st.version
+                    );
+                    if !st.uncertain
+                        && let Some(&when) = st.cut.get(&b)
+                    {
+                        assert!(
+                            when > durable_before,
+                            "cycle {cycle}: key {k} block {b}: cut by a resize acknowledged \
+                             {:?} before the kill, back after the restart",
+                            killed - when
+                        );
                     }
+                    present.insert(b);
+                    t.bytes_verified += BLOCK;
                 }
             }
             ReadReply::NoData => {}
