@@ -1,6 +1,7 @@
 //! ringcache: a userspace cache backend for network filesystems.
 //!
-//! - [`io`]: one I/O trait and its engines (io_uring, psync, sim).
+//! - [`io`]: one I/O trait and its engines (io_uring, psync, sim): the
+//!   `ringcache-io` crate.
 //! - [`store`]: the crash-safe, checksummed, log-structured object store.
 //! - [`cookie`]: the fscache cookie layer over the store.
 //! - [`callback`]: AFS-style callback promises and breaks over the cookie layer.
@@ -8,8 +9,8 @@
 //! - [`proto`] and [`client`]: the socket protocol and its client library.
 //!
 //! The admin tool and `ringcache bench` are the `ringcache-tools` crate.
-// Unsafe code lives in the io_uring engine and its buffer pool only
-// (`io::uring`, `io::buf`), allowed there by name.
+// Unsafe code lives in the io_uring engine only (the `ringcache-io`
+// crate's `uring`, allowed there by name); none here.
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -18,7 +19,7 @@ pub mod callback;
 pub mod client;
 pub mod cookie;
 pub mod daemon;
-pub mod io;
+pub use ringcache_io as io;
 pub mod proto;
 pub mod store;
 pub mod util;

@@ -226,6 +226,12 @@ impl BufPool {
     pub fn iovecs(&self) -> &[(usize, usize)] {
         &self.iovecs
     }
+    /// Buffers of the pool not handed out.
+    #[cfg(test)]
+    pub(crate) fn free_buffers(&self) -> usize {
+        let free = self.shared.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.iter().map(|(_, list)| list.len()).sum()
+    }
 }
 
 #[cfg(test)]

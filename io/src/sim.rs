@@ -312,7 +312,7 @@ impl IoEngine for SimEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{IoHint, flush, read_at, write_at};
+    use crate::{IoHint, flush, read_at, write_at};
 
     fn block(byte: u8) -> IoBuf {
         let mut b = IoBuf::new(4096);

@@ -35,6 +35,10 @@
 //! costs no thread and no wakeup. (`submit_and_wait` by a thread that can
 //! take the driving role sends its SQEs with the enter that waits.)
 //!
+//! This hand-off is checked by a model (`uring/model.rs`): the same code
+//! over a ring that stands in for the kernel's, under shuttle's schedulers
+//! (`--cfg ringcache_model`) and under Miri.
+//!
 //! The device is registered as fixed file 0 of each ring and every buffer
 //! of the engine's pool as a fixed buffer, so a request with a pool buffer is a
 //! `READ_FIXED`/`WRITE_FIXED` that skips pinning pages per I/O. Where the
@@ -55,16 +59,22 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, TryLockError};
 
 use io_uring::{IoUring, opcode, squeue, types};
 use slab::Slab;
 
-use super::{
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, back_off, yield_now};
+use crate::{
     BufPool, Completion, CompletionQueue, Drive, Driver, IoBuf, IoEngine, IoError, Op, OpKind,
     OpenOptions, check_request,
 };
+
+// The hand-off logic over a ring that stands in for the kernel's, checked
+// by shuttle (`--cfg ringcache_model`) and under Miri.
+#[cfg(test)]
+mod model;
 
 /// The most one read or write transfers (Linux's MAX_RW_COUNT); longer
 /// requests complete short and the remainder is resubmitted.
@@ -137,14 +147,45 @@ enum Want {
     Room,
 }
 
-/// Everything the engine's users share.
+/// What the driver and waiter roles need of a ring: the kernel's
+/// ([`KernelRing`]) in the engine; in the tests, a model that stands in
+/// for the kernel, so that the hand-off logic is checked without it.
+trait Ring: Send + Sync + 'static {
+    /// Queue the SQE for what remains of in-flight op `key`. `sq` is the
+    /// submission side of the [`Shared`] that owns this ring, so the caller
+    /// holds its lock. Returns `None` when the SQ has no room (the depth
+    /// bound rules that out), else whether the SQE names a registered
+    /// buffer.
+    fn push(&self, sq: &mut SqSide, key: usize) -> Option<bool>;
+    /// One `io_uring_enter`: submit every queued SQE and wait for `want`
+    /// completions. Returns how many SQEs it submitted.
+    fn enter(&self, want: usize) -> std::io::Result<usize>;
+    /// Move every posted CQE, as (user_data, result), into `reap.cqes`.
+    /// `reap` is the driving role's side of the [`Shared`] that owns this
+    /// ring, so the caller holds its lock.
+    fn reap(&self, reap: &mut ReapSide);
+    /// Nothing is in flight any more: let go of what the ring registered.
+    fn unregister(&self);
+}
+
+/// The kernel's ring, with what it registered.
 ///
 /// Field order is drop order, and it matters: `ring` goes first, so the
 /// kernel is done with the registered buffers (`pool`) and the registered
 /// file (`_device`) before they are freed or closed. The engine's `Drop`
 /// makes sure nothing is in flight by then.
-struct Shared {
+struct KernelRing {
     ring: IoUring,
+    /// Whether `pool`'s buffers are registered with the ring.
+    fixed_buffers: bool,
+    pool: Arc<BufPool>,
+    /// This ring's duplicate of the device's descriptor (registered file 0).
+    _device: File,
+}
+
+/// Everything the users of one ring share.
+struct Shared<R: Ring = KernelRing> {
+    ring: R,
     sq: Mutex<SqSide>,
     reap: Mutex<ReapSide>,
     /// Queues of threads that wait for completions while another thread
@@ -163,11 +204,7 @@ struct Shared {
     in_flight: AtomicUsize,
     /// The most ops in flight.
     depth: usize,
-    fixed_buffers: bool,
     counters: Counters,
-    pool: Arc<BufPool>,
-    /// This ring's duplicate of the device's descriptor (registered file 0).
-    _device: File,
 }
 
 /// See the module docs.
@@ -253,7 +290,7 @@ impl UringEngine {
 
     /// Whether the pool's buffers are registered with the kernel.
     pub fn fixed_buffers(&self) -> bool {
-        self.first.fixed_buffers
+        self.first.ring.fixed_buffers
     }
 
     /// The most ops in flight at once on one ring.
@@ -300,25 +337,8 @@ impl IoEngine for UringEngine {
     }
 
     fn submit_and_wait(&self, ops: &mut Vec<Op>, cq: &CompletionQueue, out: &mut Vec<Completion>) {
-        let s = self.ring_of_this_thread();
-        let Some(mut reap) = s.try_reap_lock() else {
-            // Another thread drives: submit now, then wait as usual.
-            s.submit(ops, cq, self.device_bytes);
-            cq.wait_into(out);
-            return;
-        };
-        // This thread drives, so the SQEs can wait for the enter that also
-        // waits for their completions: one system call, as fio's loop.
-        s.driving.store(true, Ordering::SeqCst);
-        let pushed = s.push_ops(ops, cq, self.device_bytes, Some(&mut reap));
-        if pushed && cq.has_completions() {
-            // No wait is coming (the queue already holds completions, a
-            // refused op's say): send the SQEs now.
-            s.enter_submit();
-        }
-        s.drive_held(&mut reap, cq, Want::Completion);
-        s.release(reap);
-        cq.wait_into(out);
+        self.ring_of_this_thread()
+            .submit_and_wait(ops, cq, self.device_bytes, out);
     }
 
     fn alloc(&self, len: usize) -> IoBuf {
@@ -355,7 +375,7 @@ impl Drop for UringEngine {
     }
 }
 
-impl Driver for Shared {
+impl<R: Ring> Driver for Shared<R> {
     fn drive(&self, cq: &CompletionQueue) -> Drive {
         Shared::drive(self, cq, Want::Completion)
     }
@@ -374,16 +394,16 @@ impl Driver for Shared {
     }
 }
 
-impl Shared {
-    /// A ring over `device` (duplicated) with `pool` registered; `first`
-    /// says whether to warn when the kernel refuses the buffers (the next
-    /// rings would only repeat it).
+impl KernelRing {
+    /// A ring over `device` (duplicated) with `pool` registered, and its
+    /// depth; `first` says whether to warn when the kernel refuses the
+    /// buffers (the next rings would only repeat it).
     fn open(
         device: &File,
         pool: &Arc<BufPool>,
         requested: u32,
         first: bool,
-    ) -> std::io::Result<Shared> {
+    ) -> std::io::Result<(KernelRing, usize)> {
         // Completions are posted when their submitter next enters the
         // kernel (or sleeps), not by interrupting it: fio does the same.
         let ring = match IoUring::builder()
@@ -401,7 +421,85 @@ impl Shared {
         let file = device.try_clone()?;
         ring.submitter().register_files(&[file.as_raw_fd()])?;
         let fixed_buffers = register_pool(&ring, pool, first);
-        Ok(Shared {
+        let kernel = KernelRing {
+            ring,
+            fixed_buffers,
+            pool: pool.clone(),
+            _device: file,
+        };
+        Ok((kernel, depth))
+    }
+}
+
+impl Ring for KernelRing {
+    fn push(&self, sq: &mut SqSide, key: usize) -> Option<bool> {
+        let registered = self.fixed_buffers.then(|| self.pool.iovecs());
+        let entry = sq.in_flight.get_mut(key)?;
+        let (sqe, is_fixed) = prepare(entry, key, registered);
+        // SAFETY: the caller holds the `sq` lock of the one `Shared` that
+        // owns this ring, so no other submission queue handle of this ring
+        // exists. The SQE points into `entry.op.buf` (at most its length
+        // past `done`, see `prepare`), whose memory stays put and alive
+        // while the entry is in the slab; the entry leaves the slab only
+        // when its last CQE has been reaped, and the engine's drop waits
+        // for every CQE (or leaks the slab) before the buffers could be
+        // freed. A fixed SQE names a buffer index registered with this ring
+        // and lies inside that buffer (`registered_index`). The file is
+        // fixed file 0, registered in `open`.
+        match unsafe { self.ring.submission_shared().push(&sqe) } {
+            Ok(()) => Some(is_fixed),
+            Err(_) => None,
+        }
+    }
+
+    fn enter(&self, want: usize) -> std::io::Result<usize> {
+        self.ring.submitter().submit_and_wait(want)
+    }
+
+    fn reap(&self, reap: &mut ReapSide) {
+        // SAFETY: the caller holds the `reap` lock of the one `Shared` that
+        // owns this ring, so no other completion queue handle of this ring
+        // exists.
+        let cq = unsafe { self.ring.completion_shared() };
+        reap.cqes.extend(cq.map(|c| (c.user_data(), c.result())));
+    }
+
+    fn unregister(&self) {
+        // Closing the ring releases what it registered later, from a
+        // kernel work item; unregistering now lets go of the device file
+        // (and any lock on it) before the engine's drop returns, and
+        // unpins the pool. The caller has seen nothing in flight.
+        let submitter = self.ring.submitter();
+        if let Err(e) = submitter.unregister_files() {
+            tracing::warn!(error = %e, "cannot unregister the device from io_uring");
+        }
+        if self.fixed_buffers
+            && let Err(e) = submitter.unregister_buffers()
+        {
+            tracing::warn!(error = %e, "cannot unregister the buffer pool from io_uring");
+        }
+    }
+}
+
+impl Shared<KernelRing> {
+    /// A kernel ring over `device` with `pool` registered (see
+    /// [`KernelRing::open`]).
+    fn open(
+        device: &File,
+        pool: &Arc<BufPool>,
+        requested: u32,
+        first: bool,
+    ) -> std::io::Result<Shared> {
+        let (ring, depth) = KernelRing::open(device, pool, requested, first)?;
+        Ok(Shared::new(ring, depth))
+    }
+}
+
+impl<R: Ring> Shared<R> {
+    /// The roles and bookkeeping over `ring`, with at most `depth` ops in
+    /// flight.
+    fn new(ring: R, depth: usize) -> Shared<R> {
+        Shared {
             ring,
             sq: Mutex::new(SqSide {
                 in_flight: Slab::with_capacity(depth),
@@ -420,11 +518,8 @@ impl Shared {
             driving: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             depth,
-            fixed_buffers,
             counters: Counters::default(),
-            pool: pool.clone(),
-            _device: file,
-        })
+        }
     }
 
     /// [`IoEngine::submit`] on this ring.
@@ -439,6 +534,34 @@ impl Shared {
                 self.poke_waiters_with_work();
             }
         }
+    }
+
+    /// [`IoEngine::submit_and_wait`] on this ring.
+    fn submit_and_wait(
+        self: &Arc<Self>,
+        ops: &mut Vec<Op>,
+        cq: &CompletionQueue,
+        device_bytes: u64,
+        out: &mut Vec<Completion>,
+    ) {
+        let Some(mut reap) = self.try_reap_lock() else {
+            // Another thread drives: submit now, then wait as usual.
+            self.submit(ops, cq, device_bytes);
+            cq.wait_into(out);
+            return;
+        };
+        // This thread drives, so the SQEs can wait for the enter that also
+        // waits for their completions: one system call, as fio's loop.
+        self.driving.store(true, Ordering::SeqCst);
+        let pushed = self.push_ops(ops, cq, device_bytes, Some(&mut reap));
+        if pushed && cq.has_completions() {
+            // No wait is coming (the queue already holds completions, a
+            // refused op's say): send the SQEs now.
+            self.enter_submit();
+        }
+        self.drive_held(&mut reap, cq, Want::Completion);
+        self.release(reap);
+        cq.wait_into(out);
     }
 
     /// The engine goes: finish everything in flight (the kernel must be
@@ -468,19 +591,7 @@ impl Shared {
         s.wake_room();
         let in_flight = s.in_flight.load(Ordering::SeqCst);
         if in_flight == 0 {
-            // Closing the ring releases what it registered later, from a
-            // kernel work item; unregistering now lets go of the device
-            // file (and any lock on it) before the engine's drop returns,
-            // and unpins the pool. Nothing is in flight, so this is safe.
-            let submitter = s.ring.submitter();
-            if let Err(e) = submitter.unregister_files() {
-                tracing::warn!(error = %e, "cannot unregister the device from io_uring");
-            }
-            if s.fixed_buffers
-                && let Err(e) = submitter.unregister_buffers()
-            {
-                tracing::warn!(error = %e, "cannot unregister the buffer pool from io_uring");
-            }
+            s.ring.unregister();
         } else {
             tracing::error!(
                 in_flight,
@@ -534,7 +645,7 @@ impl Shared {
                     // The wait submits what this call pushed so far.
                     Some(reap) => {
                         if !self.wait_in_kernel() {
-                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            back_off();
                         }
                         self.reap_round(reap);
                     }
@@ -586,7 +697,7 @@ impl Shared {
     /// With the driving role held, reap until `want` is met for `cq` or
     /// nothing is in flight. Returns whether it stopped for lack of work.
     fn drive_held(&self, reap: &mut ReapSide, cq: &CompletionQueue, want: Want) -> bool {
-        let met = |s: &Shared| match want {
+        let met = |s: &Self| match want {
             Want::Completion => cq.has_completions(),
             Want::Room => s.in_flight.load(Ordering::SeqCst) < s.depth,
         };
@@ -603,7 +714,7 @@ impl Shared {
                     tracing::warn!("io_uring_enter keeps failing; still retrying");
                 }
                 // Do not spin on a failing enter.
-                std::thread::sleep(std::time::Duration::from_millis(1));
+                back_off();
             }
             self.reap_round(reap);
         }
@@ -726,12 +837,22 @@ impl Shared {
             // SeqCst pairs with `wake_room` after a slot is freed or the
             // driver lets go: either we see it here, or it sees us waiting
             // and, taking `room`, notifies only once we sleep.
-            if self.in_flight.load(Ordering::SeqCst) >= self.depth
-                && self.driving.load(Ordering::SeqCst)
-            {
+            let full = self.in_flight.load(Ordering::SeqCst) >= self.depth;
+            let driving = self.driving.load(Ordering::SeqCst);
+            if full && driving {
                 drop(self.room_freed.wait(g).unwrap_or_else(|e| e.into_inner()));
+            } else {
+                drop(g);
             }
             self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+            if full && !driving {
+                // The role is changing hands this instant: taken and not
+                // yet marked, or marked free and not yet let go. Let the
+                // other thread finish rather than spin on it (the model
+                // found this spin: a thread that was not scheduled there
+                // kept the submitter spinning).
+                yield_now();
+            }
         }
     }
 
@@ -760,7 +881,7 @@ impl Shared {
     /// caller looks again). Any enter also runs this thread's pending task
     /// work, which posts the completions of what it submitted.
     fn enter(&self, want: usize) -> bool {
-        match self.ring.submitter().submit_and_wait(want) {
+        match self.ring.enter(want) {
             Ok(n) => {
                 let c = &self.counters;
                 c.enters.fetch_add(1, Ordering::Relaxed);
@@ -782,26 +903,14 @@ impl Shared {
     /// `sq`. Returns false when the SQ has no room, which the depth bound
     /// rules out.
     fn push_sqe(&self, sq: &mut SqSide, key: usize) -> bool {
-        let registered = self.fixed_buffers.then(|| self.pool.iovecs());
-        let Some(entry) = sq.in_flight.get_mut(key) else {
-            return false;
-        };
-        let moves_data = entry.op.kind != OpKind::Flush;
-        let (sqe, is_fixed) = prepare(entry, key, registered);
-        // SAFETY: the caller holds the `sq` lock, so no other submission
-        // queue handle of this ring exists. The SQE points into
-        // `entry.op.buf` (at most its length past `done`, see `prepare`),
-        // whose memory stays put and alive while the entry is in the slab;
-        // the entry leaves the slab only when its last CQE has been reaped,
-        // and the engine's drop waits for every CQE (or leaks the slab)
-        // before the buffers could be freed. A fixed SQE names a buffer
-        // index registered with this ring and lies inside that buffer
-        // (`registered_index`). The file is fixed file 0, registered in
-        // `new`.
-        if unsafe { self.ring.submission_shared().push(&sqe) }.is_err() {
+        let moves_data = sq
+            .in_flight
+            .get(key)
+            .is_some_and(|e| e.op.kind != OpKind::Flush);
+        let Some(is_fixed) = self.ring.push(sq, key) else {
             tracing::error!("io_uring submission queue full with slots free");
             return false;
-        }
+        };
         if moves_data {
             let counter = if is_fixed {
                 &self.counters.fixed_sqes
@@ -818,12 +927,7 @@ impl Shared {
     /// the driving role (`reap`).
     fn reap_round(&self, reap: &mut ReapSide) {
         reap.cqes.clear();
-        {
-            // SAFETY: the caller holds the `reap` lock, so no other
-            // completion queue handle of this ring exists.
-            let cq = unsafe { self.ring.completion_shared() };
-            reap.cqes.extend(cq.map(|c| (c.user_data(), c.result())));
-        }
+        self.ring.reap(reap);
         if reap.cqes.is_empty() {
             return;
         }
@@ -903,9 +1007,9 @@ fn register_pool(ring: &IoUring, pool: &BufPool, warn: bool) -> bool {
     // SAFETY: each iovec is the memory of one pool buffer, which never moves
     // or shrinks (an `IoBuf` does not expose its allocation, and it goes
     // back to the pool whole) and is freed only with the pool. The caller
-    // (`Shared::open`) moves this ring and a reference to the pool into one
-    // `Shared`, whose `ring` field is declared, and so dropped, before its
-    // `pool`, so the pool outlives every ring that registered it; until
+    // (`KernelRing::open`) moves this ring and a reference to the pool into
+    // one `KernelRing`, whose `ring` field is declared, and so dropped,
+    // before its `pool`, so the pool outlives every ring that registered it; until
     // then no I/O is submitted, so the kernel touches no buffer.
     match unsafe { ring.submitter().register_buffers(&iovecs) } {
         Ok(()) => true,

@@ -11,22 +11,31 @@
 //! completion goes to the [`CompletionQueue`] of the requester, carrying the
 //! request's buffer back. Flush means: every write that completed before the
 //! flush was submitted is durable once the flush completes.
+//!
+//! This is the `ringcache-io` crate; the core crate re-exports it as
+//! `ringcache::io`. It is a crate of its own so that Miri and the
+//! hand-off model (shuttle, `--cfg ringcache_model`) build it alone.
+//!
+//! Unsafe code lives in the io_uring engine only (`uring`: SQEs that name
+//! buffers, and the registration of buffers and files), allowed there by
+//! name and denied everywhere else. Alignment of the buffers comes from
+//! their type ([`buf::Block`]), with no unsafe code.
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
-// The aligned buffer pool allocates and hands out raw memory for O_DIRECT
-// and io_uring's registered buffers: unsafe by nature, each block with its
-// `// SAFETY:` argument.
-#[allow(unsafe_code)]
 pub mod buf;
 pub mod psync;
 pub mod sim;
-// The io_uring engine: submission of SQEs that name buffers and the
-// registration of buffers and files are unsafe in the `io-uring` crate.
+mod sync;
 #[allow(unsafe_code)]
 pub mod uring;
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use sync::{AtomicUsize, Condvar, Mutex, MutexGuard};
 
 pub use buf::{BufPool, IoBuf, PoolConfig};
 
@@ -174,7 +183,7 @@ struct CqInner {
     /// Ops of this queue an io_uring engine has in flight: a thread asleep
     /// on a queue with none needs no driver, so a ring pokes only waiters
     /// whose queue has some.
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
 }
 
 /// Where the completions of one requester arrive. Cheap to clone; the
@@ -193,7 +202,7 @@ impl CompletionQueue {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CqState> {
+    fn lock(&self) -> MutexGuard<'_, CqState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
