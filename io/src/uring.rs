@@ -138,6 +138,16 @@ struct ReapSide {
     batch: Vec<Completion>,
 }
 
+/// Threads waiting on their queue for completions while another thread
+/// drives, or for work while their queue has none in flight.
+#[derive(Default)]
+struct Waiters {
+    queues: Vec<CompletionQueue>,
+    /// The list of queues being poked, kept between pokes so that a poke
+    /// allocates nothing.
+    spare: Vec<CompletionQueue>,
+}
+
 /// What a driver reaps for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Want {
@@ -190,7 +200,7 @@ struct Shared<R: Ring = KernelRing> {
     reap: Mutex<ReapSide>,
     /// Queues of threads that wait for completions while another thread
     /// drives, or for work while nothing is in flight.
-    waiters: Mutex<Vec<CompletionQueue>>,
+    waiters: Mutex<Waiters>,
     /// `!waiters.is_empty()`, readable without the lock.
     has_waiters: AtomicBool,
     /// Submitters waiting for a free slot while another thread drives
@@ -510,7 +520,7 @@ impl<R: Ring> Shared<R> {
                 routed: Vec::with_capacity(depth),
                 batch: Vec::with_capacity(depth),
             }),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(Waiters::default()),
             has_waiters: AtomicBool::new(false),
             room: Mutex::new(()),
             room_freed: Condvar::new(),
@@ -527,11 +537,14 @@ impl<R: Ring> Shared<R> {
         let pushed = self.push_ops(ops, cq, device_bytes, None);
         if pushed {
             self.enter_submit();
-            // A waiter that found nothing to drive sleeps until work
-            // arrives. (SeqCst pairs with `Shared::idle`: either it sees
-            // our op in flight, or we see it waiting.)
+            // A waiter on this queue that found nothing to drive sleeps
+            // until work arrives for it. (SeqCst pairs with
+            // `Shared::idle`: either it sees our op in flight, or we see
+            // it waiting.) Waiters on other queues are not ours to wake:
+            // their work comes with submissions for their queue, and a
+            // waiter with work is poked by the driver when it lets go.
             if self.has_waiters.load(Ordering::SeqCst) && !self.driving.load(Ordering::SeqCst) {
-                self.poke_waiters_with_work();
+                self.poke_waiter_of(cq);
             }
         }
     }
@@ -674,9 +687,13 @@ impl<R: Ring> Shared<R> {
             });
             if self.push_sqe(&mut sq, key) {
                 // Counted once its SQE is in the ring: a driver that sees
-                // it in flight and enters also submits it.
-                cq.count_in_flight(1);
+                // it in flight and enters also submits it. The ring's count
+                // first: a waiter on this queue that saw the queue's op
+                // but not the ring's would find nothing to drive, and keep
+                // poking itself awake until this thread ran again (the
+                // model found that spin).
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
+                cq.count_in_flight(1);
                 pushed = true;
             } else {
                 let InFlight { op, .. } = sq.in_flight.remove(key);
@@ -769,10 +786,14 @@ impl<R: Ring> Shared<R> {
         }
     }
 
+    fn lock_waiters(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn register(&self, cq: &CompletionQueue) {
-        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if !w.iter().any(|q| q.same_queue(cq)) {
-            w.push(cq.clone());
+        let mut w = self.lock_waiters();
+        if !w.queues.iter().any(|q| q.same_queue(cq)) {
+            w.queues.push(cq.clone());
         }
         self.has_waiters.store(true, Ordering::SeqCst);
     }
@@ -780,9 +801,9 @@ impl<R: Ring> Shared<R> {
     /// Poke (and forget) every waiter.
     fn poke_waiters(&self) {
         let poked = {
-            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = self.lock_waiters();
             self.has_waiters.store(false, Ordering::SeqCst);
-            std::mem::take(&mut *w)
+            std::mem::take(&mut w.queues)
         };
         self.counters
             .waiter_pokes
@@ -800,22 +821,52 @@ impl<R: Ring> Shared<R> {
     /// nothing). SeqCst pairs with `push_ops` counting the queue's op
     /// before the poke, and with `idle`.
     fn poke_waiters_with_work(&self) {
-        let poked: Vec<CompletionQueue> = {
-            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            let (busy, idle): (Vec<_>, Vec<_>) = std::mem::take(&mut *w)
-                .into_iter()
-                .partition(|q| q.ops_in_flight() > 0);
-            // A queue only this list still holds has no thread waiting on
-            // it any more (its requester went away): forget it.
-            *w = idle.into_iter().filter(|q| !q.only_holder()).collect();
-            self.has_waiters.store(!w.is_empty(), Ordering::SeqCst);
-            busy
+        let mut poked = {
+            let mut w = self.lock_waiters();
+            let mut poked = std::mem::take(&mut w.spare);
+            w.queues.retain(|q| {
+                if q.ops_in_flight() > 0 {
+                    poked.push(q.clone());
+                    false
+                } else {
+                    // A queue only this list still holds has no thread
+                    // waiting on it any more (its requester went away):
+                    // forget it.
+                    !q.only_holder()
+                }
+            });
+            self.has_waiters
+                .store(!w.queues.is_empty(), Ordering::SeqCst);
+            poked
         };
         self.counters
             .waiter_pokes
             .fetch_add(poked.len() as u64, Ordering::Relaxed);
-        for q in poked {
+        for q in poked.drain(..) {
             q.poke();
+        }
+        let mut w = self.lock_waiters();
+        if w.spare.capacity() < poked.capacity() {
+            w.spare = poked;
+        }
+    }
+
+    /// Poke (and forget) the waiter on `cq`, if it waits: a submission
+    /// just gave its queue work.
+    fn poke_waiter_of(&self, cq: &CompletionQueue) {
+        let found = {
+            let mut w = self.lock_waiters();
+            let at = w.queues.iter().position(|q| q.same_queue(cq));
+            if let Some(i) = at {
+                w.queues.swap_remove(i);
+                self.has_waiters
+                    .store(!w.queues.is_empty(), Ordering::SeqCst);
+            }
+            at.is_some()
+        };
+        if found {
+            self.counters.waiter_pokes.fetch_add(1, Ordering::Relaxed);
+            cq.poke();
         }
     }
 

@@ -359,7 +359,7 @@ fn run(sc: Arc<Scenario>, seed: u64) {
     drop(sq);
     let waiters = shared.waiters.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
-        waiters.iter().all(|q| q.ops_in_flight() == 0),
+        waiters.queues.iter().all(|q| q.ops_in_flight() == 0),
         "no waiter left with ops in flight"
     );
     drop(waiters);
