@@ -824,17 +824,16 @@ impl<R: Ring> Shared<R> {
         let mut poked = {
             let mut w = self.lock_waiters();
             let mut poked = std::mem::take(&mut w.spare);
-            w.queues.retain(|q| {
-                if q.ops_in_flight() > 0 {
-                    poked.push(q.clone());
-                    false
-                } else {
-                    // A queue only this list still holds has no thread
-                    // waiting on it any more (its requester went away):
-                    // forget it.
-                    !q.only_holder()
+            // A queue only this list still holds has no thread waiting on
+            // it any more (its requester went away): forget it.
+            for q in w
+                .queues
+                .extract_if(.., |q| q.ops_in_flight() > 0 || q.only_holder())
+            {
+                if !q.only_holder() {
+                    poked.push(q);
                 }
-            });
+            }
             self.has_waiters
                 .store(!w.queues.is_empty(), Ordering::SeqCst);
             poked

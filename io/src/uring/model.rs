@@ -316,8 +316,9 @@ fn collector(cq: &CompletionQueue, r: usize, sc: &Scenario) {
     }
 }
 
-/// Run `sc` once: its requesters, the device, then the checks.
-fn run(sc: Arc<Scenario>, seed: u64) {
+/// Run `sc` once: its requesters, the device, then the checks. Returns the
+/// completions the device failed and those it cut short.
+fn run(sc: Arc<Scenario>, seed: u64) -> (u64, u64) {
     let ring = ModelRing::new(sc.depth, seed, sc.short_in_8, sc.fail_in_8);
     let shared = Arc::new(Shared::new(ring, sc.depth));
     // Fewer buffers than ops in flight at times: some come from the heap.
@@ -365,9 +366,11 @@ fn run(sc: Arc<Scenario>, seed: u64) {
     drop(waiters);
     let st = shared.ring.lock();
     assert!(st.queued.is_empty() && st.submitted.is_empty() && st.cqes.is_empty());
+    let drawn = (st.failed, st.shorts);
     drop(st);
     // Every buffer is back in its pool, those of abandoned queues too.
     assert_eq!(pool.free_buffers(), 5, "pool buffers all returned");
+    drawn
 }
 
 /// The scenarios: every style against every other, a ring so shallow that
@@ -439,9 +442,14 @@ fn run_all(rounds: u64) {
     for (name, sc) in scenarios() {
         let sc = Arc::new(sc);
         let started = std::time::Instant::now();
+        let (mut failed, mut shorts) = (0, 0);
+        let mut tally = |(f, s): (u64, u64)| {
+            failed += f;
+            shorts += s;
+        };
         for seed in 0..rounds {
             if cfg!(miri) {
-                run(sc.clone(), seed);
+                tally(run(sc.clone(), seed));
                 continue;
             }
             let (done, finished) = std::sync::mpsc::channel::<()>();
@@ -455,11 +463,23 @@ fn run_all(rounds: u64) {
                     std::process::abort();
                 }
             });
-            run(sc.clone(), seed);
+            tally(run(sc.clone(), seed));
             let _ = done.send(());
             watchdog.join().unwrap();
         }
-        eprintln!("{name}: {rounds} rounds in {:.2?}", started.elapsed());
+        eprintln!(
+            "{name}: {rounds} rounds in {:.2?}, {failed} failed and {shorts} short completions",
+            started.elapsed()
+        );
+        // The error and resubmission paths were taken, not only drawn for
+        // (Miri's few rounds may well draw neither).
+        if rounds >= 100 {
+            assert!(
+                sc.fail_in_8 == 0 || failed > 0,
+                "{name}: no failed completion"
+            );
+            assert!(shorts > 0, "{name}: no short completion");
+        }
     }
 }
 
@@ -491,7 +511,9 @@ fn model_check(pick: usize, pct: bool) {
     );
     // One device seed: the schedule decides which draw goes to which SQE,
     // and a failing schedule replays exactly.
-    let body = move || run(sc.clone(), 0);
+    let body = move || {
+        run(sc.clone(), 0);
+    };
     if pct {
         shuttle::check_pct(body, iterations(), 3);
     } else {
