@@ -31,7 +31,7 @@ use ringcache::cookie::{
     WriteOutcome,
 };
 use ringcache::io::sim::SimFaults;
-use ringcache::store::{ObjectId, Segment, Store, StoreConfig, StoreError, VolumeId};
+use ringcache::store::{ObjectId, Segment, Segments, Store, StoreConfig, StoreError, VolumeId};
 
 /// The store, with random delays and an in-flight check.
 struct Racy {
@@ -147,7 +147,7 @@ impl CacheBackend for Racy {
         data_gen: u64,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<Segment>, StoreError> {
+    ) -> Result<Segments, StoreError> {
         self.nap();
         let r = CacheBackend::read(&self.store, object, data_gen, offset, len);
         self.nap();

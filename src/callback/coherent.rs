@@ -36,7 +36,7 @@ use super::{
     ServerId, Validity, Zap,
 };
 use crate::cookie::{Cookie, Fscache, ReadOutcome, Volume, WriteOutcome};
-use crate::store::Segment;
+use crate::store::Segments;
 
 /// The cookie coherency data for a data version: 8 little-endian bytes,
 /// or none when the version is unknown.
@@ -53,7 +53,7 @@ pub enum CoherentRead {
     /// Cached data (and holes) of `data_version`, under a valid promise.
     Data {
         data_version: u64,
-        segments: Vec<Segment>,
+        segments: Segments,
     },
     /// The promise is valid but nothing is cached: fetch data of
     /// `data_version` and [`Coherent::write_fetched`] it.

@@ -2,12 +2,12 @@
 //! ([`CacheBackend`]); `store_backend.rs` implements them for the store.
 //!
 //! The trait speaks the cookie layer's types: [`ObjectId`], [`VolumeId`],
-//! [`Segment`] and [`BackendError`] are the store's, re-exported by
+//! [`Segments`] and [`BackendError`] are the store's, re-exported by
 //! `cookie` on purpose (a cookie names a store object; a backend that is not
 //! the store would hand out the same shapes), so that users of the cookie
 //! layer need not reach into `store`.
 
-use super::{BackendError as StoreError, ObjectId, Segment, VolumeId};
+use super::{BackendError as StoreError, ObjectId, Segments, VolumeId};
 
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub trait CacheBackend: Send + Sync + 'static {
         data_gen: u64,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<Segment>, StoreError>;
+    ) -> Result<Segments, StoreError>;
     /// Cache data into data generation `data_gen` (stale if the object was
     /// invalidated since: then nothing is cached).
     fn write(

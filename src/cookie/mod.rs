@@ -59,7 +59,7 @@ pub const VOLUME_COHERENCY_KEY: &[u8] = b"\0volume-coherency";
 
 /// The store's types, re-exported on purpose: the cookie layer's users name
 /// objects, volumes and data segments by them (see `backend.rs`).
-pub use crate::store::{ObjectId, Segment, StoreError as BackendError, VolumeId};
+pub use crate::store::{ObjectId, Segment, Segments, StoreError as BackendError, VolumeId};
 
 /// Errors of the cookie layer.
 #[derive(Debug, thiserror::Error)]

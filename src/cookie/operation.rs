@@ -11,7 +11,7 @@ use super::*;
 #[derive(Debug)]
 pub enum ReadOutcome {
     /// Cached data and holes, covering the range.
-    Data(Vec<Segment>),
+    Data(Segments),
     /// Nothing to read from the cache: fetch from the server.
     NoData,
     /// The object was invalidated during the read: discard and refetch.
@@ -170,7 +170,7 @@ impl Operation<'_> {
     /// stale (invalidated meanwhile), no data, or an error.
     pub fn read_done(
         &self,
-        result: std::result::Result<Vec<Segment>, StoreError>,
+        result: std::result::Result<Segments, StoreError>,
     ) -> Result<ReadOutcome> {
         let stats = &self.cache.stats;
         match result {

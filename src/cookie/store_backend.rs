@@ -2,7 +2,7 @@
 //! terms of volumes, objects, pins and holds.
 
 use super::backend::{CacheBackend, Lookup};
-use crate::store::{ObjectId, Segment, Store, StoreError, VolumeId};
+use crate::store::{ObjectId, Segments, Store, StoreError, VolumeId};
 
 use super::VOLUME_COHERENCY_KEY as VOLUME_AUX_KEY;
 
@@ -151,7 +151,7 @@ impl CacheBackend for Store {
         data_gen: u64,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<Segment>, StoreError> {
+    ) -> Result<Segments, StoreError> {
         self.read_gen(object, Some(data_gen), offset, len)
     }
 

@@ -13,7 +13,7 @@ use super::server::{Daemon, VolumeSlot, lock, own_uid};
 use crate::client::{VolumeHandle, request};
 use crate::cookie::{CacheBackend, Lookup};
 use crate::proto::{Op, Status};
-use crate::store::{ObjectId, Segment, Store, StoreError, VolumeId};
+use crate::store::{ObjectId, Segments, Store, StoreError, VolumeId};
 
 /// The store, with a gate in `acquire_volume` for the key `slow`.
 struct Gate {
@@ -87,13 +87,7 @@ impl CacheBackend for Gate {
     fn end_operation(&self, o: ObjectId) {
         CacheBackend::end_operation(&*self.store, o)
     }
-    fn read(
-        &self,
-        o: ObjectId,
-        gen_: u64,
-        offset: u64,
-        len: u64,
-    ) -> Result<Vec<Segment>, StoreError> {
+    fn read(&self, o: ObjectId, gen_: u64, offset: u64, len: u64) -> Result<Segments, StoreError> {
         CacheBackend::read(&*self.store, o, gen_, offset, len)
     }
     fn write(&self, o: ObjectId, gen_: u64, offset: u64, data: &[u8]) -> Result<(), StoreError> {

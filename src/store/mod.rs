@@ -44,7 +44,7 @@ pub use config::{CullThresholds, StoreConfig};
 pub use error::{Result, StoreError};
 use index::Index;
 pub use index::{ObjectId, VolumeId};
-pub use read::{DataBuf, Segment};
+pub use read::{DataBuf, Segment, Segments};
 pub use read_queue::{PendingRead, ReadAt, ReadQueue, StartedRead, read_key_of};
 pub use recovery::{FormatOptions, Loaded, LogLoss, RecoveryReport, format, load};
 pub use view::{ExtentView, IndexProbe, IndexView, ObjectView, RegionState, RegionView};

@@ -3,7 +3,10 @@
 //! (seeded with object, data generation and logical block) before a byte
 //! is returned: a mismatch is a miss and a counter, never wrong bytes.
 
+use std::cell::RefCell;
 use std::ops::Deref;
+
+use smallvec::SmallVec;
 
 use ringcache_ondisk::{BLOCK_BYTES, BLOCK_BYTES_U64, block_crc};
 
@@ -32,6 +35,10 @@ impl std::fmt::Debug for DataBuf {
         write!(f, "DataBuf({} bytes)", self.len)
     }
 }
+
+/// The segments of a read, in order: inline up to two (a 4 KiB read is one
+/// or two), so a read's answer costs no allocation.
+pub type Segments = SmallVec<[Segment; 2]>;
 
 /// A piece of a read: cached bytes, or a hole the caller must fetch.
 #[derive(Debug)]
@@ -73,6 +80,8 @@ pub(super) struct ReadPiece {
     pub(super) region_seq: u64,
     pub(super) first_block: usize,
     pub(super) logical_block0: u64,
+    /// The bytes read, once the piece's I/O completed.
+    pub(super) buf: Option<IoBuf>,
 }
 
 pub(super) enum PlanItem {
@@ -84,8 +93,8 @@ pub(super) struct ReadPlan {
     pub(super) tag: u64,
     pub(super) object: ObjectId,
     pub(super) data_gen: u64,
-    pub(super) items: Vec<PlanItem>,
-    pub(super) bufs: Vec<Option<IoBuf>>,
+    /// Inline for a read of up to two pieces and holes.
+    pub(super) items: SmallVec<[PlanItem; 2]>,
     pub(super) waiting: usize,
     pub(super) error: Option<IoError>,
 }
@@ -93,7 +102,7 @@ pub(super) struct ReadPlan {
 impl Store {
     /// Read `len` bytes at `offset` of object `id` (clamped to its size).
     /// Returns data and holes covering the range in order.
-    pub fn read(&self, id: ObjectId, offset: u64, len: u64) -> Result<Vec<Segment>> {
+    pub fn read(&self, id: ObjectId, offset: u64, len: u64) -> Result<Segments> {
         self.read_gen(id, None, offset, len)
     }
 
@@ -105,7 +114,7 @@ impl Store {
         expected_gen: Option<u64>,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<Segment>> {
+    ) -> Result<Segments> {
         let mut q = ReadQueue::new(self);
         q.submit_gen(0, id, expected_gen, offset, len)?;
         let mut out = Vec::with_capacity(1);
@@ -152,7 +161,7 @@ impl Store {
         let Some(o) = inner.ix.objects.get(&id) else {
             return Err(StoreError::NoSuchObject);
         };
-        let mut items = Vec::new();
+        let mut items = SmallVec::new();
         let mut at = offset;
         let mut add = |at: &mut u64, s: u64, e: &index::Extent| {
             let e_end = s + u64::from(e.len);
@@ -187,6 +196,7 @@ impl Store {
                     .unwrap_or(0),
                 first_block: index::block_of(io_a),
                 logical_block0: (a - skip as u64) / BLOCK_BYTES_U64,
+                buf: None,
             }));
             *at = b;
         };
@@ -202,13 +212,11 @@ impl Store {
                 len: end - at,
             });
         }
-        let n = items.len();
         Ok(ReadPlan {
             tag,
             object: id,
             data_gen: o.data_gen,
             items,
-            bufs: (0..n).map(|_| None).collect(),
             waiting: 0,
             error: None,
         })
@@ -219,55 +227,63 @@ impl Store {
     pub(super) fn finish_reads(
         &self,
         plans: impl Iterator<Item = ReadPlan>,
-        out: &mut Vec<(u64, Result<Vec<Segment>>)>,
+        out: &mut Vec<(u64, Result<Segments>)>,
     ) {
-        // The crcs of what was read depend only on the plan and the bytes:
-        // computed before the lock, only compared under it.
-        let plans: Vec<(ReadPlan, Vec<Option<Vec<u32>>>)> = plans
-            .map(|p| {
-                let crcs = Self::block_crcs(&p);
-                (p, crcs)
-            })
-            .collect();
-        let mut inner = self.lock();
-        for (plan, crcs) in plans {
-            let tag = plan.tag;
-            out.push((tag, Self::finish_read(&mut inner, plan, &crcs)));
+        SCRATCH.with(|scratch| {
+            // A reentrant call (none is made today) gets fresh vectors
+            // instead of a borrow panic.
+            let mut fresh = FinishScratch::default();
+            let mut guard = scratch.try_borrow_mut();
+            let s = match guard.as_mut() {
+                Ok(s) => &mut **s,
+                Err(_) => &mut fresh,
+            };
+            // The crcs of what was read depend only on the plan and the
+            // bytes: computed before the lock, only compared under it.
+            for p in plans {
+                let first = s.crcs.len();
+                Self::block_crcs(&p, &mut s.crcs);
+                s.plans.push((p, first));
+            }
+            let mut inner = self.lock();
+            for (plan, first) in s.plans.drain(..) {
+                let tag = plan.tag;
+                let crcs = s.crcs.get(first..).unwrap_or(&[]);
+                out.push((tag, Self::finish_read(&mut inner, plan, crcs)));
+            }
+            drop(inner);
+            s.crcs.clear();
+        })
+    }
+
+    /// Append the crc of each block read for the plan's pieces to `crcs`,
+    /// piece after piece in plan order (nothing for holes and for pieces
+    /// whose I/O failed).
+    pub(super) fn block_crcs(plan: &ReadPlan, crcs: &mut Vec<u32>) {
+        for item in &plan.items {
+            if let PlanItem::Piece(p) = item
+                && let Some(buf) = &p.buf
+            {
+                crcs.extend(buf.chunks(BLOCK_BYTES).enumerate().map(|(i, chunk)| {
+                    block_crc(
+                        plan.object,
+                        plan.data_gen,
+                        p.logical_block0 + i as u64,
+                        chunk,
+                    )
+                }));
+            }
         }
     }
 
-    /// Per plan item: the crc of each block read for it (`None` for holes
-    /// and pieces whose I/O failed).
-    pub(super) fn block_crcs(plan: &ReadPlan) -> Vec<Option<Vec<u32>>> {
-        plan.items
-            .iter()
-            .zip(&plan.bufs)
-            .map(|(item, buf)| match (item, buf) {
-                (PlanItem::Piece(p), Some(buf)) => Some(
-                    buf.chunks(BLOCK_BYTES)
-                        .enumerate()
-                        .map(|(i, chunk)| {
-                            block_crc(
-                                plan.object,
-                                plan.data_gen,
-                                p.logical_block0 + i as u64,
-                                chunk,
-                            )
-                        })
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Verify a completed plan's blocks (`crcs`: [`Store::block_crcs`] of
-    /// it) and build its segments.
+    /// Verify a completed plan's blocks (`crcs`: what
+    /// [`Store::block_crcs`] appended for it, and possibly more after) and
+    /// build its segments.
     pub(super) fn finish_read(
         inner: &mut Inner,
         mut plan: ReadPlan,
-        crcs: &[Option<Vec<u32>>],
-    ) -> Result<Vec<Segment>> {
+        mut crcs: &[u32],
+    ) -> Result<Segments> {
         if let Some(e) = plan.error.take() {
             Self::note_io_error(inner, &e, false);
             return Err(e.into());
@@ -279,25 +295,37 @@ impl Store {
             Some(o) if o.data_gen != plan.data_gen => return Err(StoreError::Stale),
             Some(_) => {}
         }
-        let mut out = Vec::with_capacity(plan.items.len());
-        let mut damaged: Vec<(u64, u64)> = Vec::new();
-        for ((item, buf), got) in plan.items.into_iter().zip(plan.bufs).zip(crcs) {
+        let mut out = Segments::new();
+        let mut damaged: SmallVec<[(u64, u64); 2]> = SmallVec::new();
+        for item in plan.items {
             match item {
                 PlanItem::Hole { offset, len } => {
                     inner.stats.read_hole_bytes += len;
                     out.push(Segment::Hole { offset, len });
                 }
                 PlanItem::Piece(p) => {
+                    // This piece's crcs, if its I/O completed.
+                    let got = match &p.buf {
+                        Some(buf) => {
+                            let n = buf.len().div_ceil(BLOCK_BYTES).min(crcs.len());
+                            let (mine, rest) = crcs.split_at(n);
+                            crcs = rest;
+                            Some(mine)
+                        }
+                        None => None,
+                    };
                     let region = inner.ix.regions.get(p.region as usize);
                     let same_region = region.is_some_and(|r| r.seq == p.region_seq);
-                    let ok = match (region, &buf, got) {
-                        (Some(r), Some(_), Some(got)) if same_region => got
-                            .iter()
-                            .enumerate()
-                            .all(|(i, &crc)| r.crcs.get(p.first_block + i).copied() == Some(crc)),
+                    let ok = match (region, &p.buf, got) {
+                        (Some(r), Some(buf), Some(got)) if same_region => {
+                            got.len() == buf.len().div_ceil(BLOCK_BYTES)
+                                && got.iter().enumerate().all(|(i, &crc)| {
+                                    r.crcs.get(p.first_block + i).copied() == Some(crc)
+                                })
+                        }
                         _ => false,
                     };
-                    match (ok, buf) {
+                    match (ok, p.buf) {
                         (true, Some(buf)) => {
                             inner.stats.read_bytes += p.len as u64;
                             out.push(Segment::Data {
@@ -345,4 +373,16 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What [`Store::finish_reads`] reuses from one batch to the next on a
+/// thread: the batch's plans and their blocks' crcs.
+#[derive(Default)]
+struct FinishScratch {
+    plans: Vec<(ReadPlan, usize)>,
+    crcs: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<FinishScratch> = RefCell::new(FinishScratch::default());
 }

@@ -35,8 +35,8 @@ impl PendingRead {
         let i = (c.tag & ((1 << PIECE_BITS) - 1)) as usize;
         match c.result {
             Ok(_) => {
-                if let Some(slot) = self.plan.bufs.get_mut(i) {
-                    *slot = Some(c.buf);
+                if let Some(PlanItem::Piece(p)) = self.plan.items.get_mut(i) {
+                    p.buf = Some(c.buf);
                 }
             }
             Err(e) => {
@@ -62,7 +62,7 @@ pub struct ReadAt {
 /// What [`Store::start_read`] did.
 pub enum StartedRead {
     /// Nothing to read from the device (all holes): already finished.
-    Done(Result<Vec<Segment>>),
+    Done(Result<Segments>),
     /// I/O in flight; its completions arrive on the queue given.
     Pending(PendingRead),
 }
@@ -79,7 +79,8 @@ impl Store {
         cq: &CompletionQueue,
     ) -> Result<StartedRead> {
         let mut plan = self.plan_read(tag, at.object, at.data_gen, at.offset, at.len)?;
-        let mut ops = Vec::new();
+        let mut scratch = OPS.with(|ops| ops.take());
+        let ops = &mut scratch;
         for (i, item) in plan.items.iter().enumerate() {
             if let PlanItem::Piece(p) = item {
                 let buf = self.engine.alloc(p.io_len);
@@ -93,6 +94,7 @@ impl Store {
             }
         }
         if plan.waiting == 0 {
+            OPS.with(|o| o.set(scratch));
             let mut out = Vec::with_capacity(1);
             self.finish_reads(std::iter::once(plan), &mut out);
             let r = out.pop().map(|(_, r)| r);
@@ -103,7 +105,9 @@ impl Store {
         // To the device at once, as fio does: holding reads back to batch
         // them with the next ones only delays them (on a virtualised disk,
         // 0.8 of fio's IOPS at queue depth 32 instead of par).
-        self.engine.submit(&mut ops, cq);
+        self.engine.submit(ops, cq);
+        ops.clear();
+        OPS.with(|o| o.set(scratch));
         Ok(StartedRead::Pending(PendingRead { plan }))
     }
 
@@ -112,7 +116,7 @@ impl Store {
     pub fn finish_pending(
         &self,
         reads: impl Iterator<Item = PendingRead>,
-        out: &mut Vec<(u64, Result<Vec<Segment>>)>,
+        out: &mut Vec<(u64, Result<Segments>)>,
     ) {
         self.finish_reads(reads.map(|r| r.plan), out);
     }
@@ -128,7 +132,7 @@ pub struct ReadQueue<'a> {
     done: Vec<crate::io::Completion>,
     /// Reads whose I/O is done, not verified yet.
     landed: Vec<PendingRead>,
-    ready: Vec<(u64, Result<Vec<Segment>>)>,
+    ready: Vec<(u64, Result<Segments>)>,
 }
 
 impl<'a> ReadQueue<'a> {
@@ -206,7 +210,7 @@ impl<'a> ReadQueue<'a> {
 
     /// Verify the reads whose I/O is done and append their (tag, result)
     /// pairs to `out`. Does not wait.
-    pub fn take(&mut self, out: &mut Vec<(u64, Result<Vec<Segment>>)>) {
+    pub fn take(&mut self, out: &mut Vec<(u64, Result<Segments>)>) {
         if !self.landed.is_empty() {
             self.store
                 .finish_pending(self.landed.drain(..), &mut self.ready);
@@ -217,8 +221,15 @@ impl<'a> ReadQueue<'a> {
     /// Wait until at least one read is complete (if any is in flight) and
     /// append the completed (tag, result) pairs to `out`: [`ReadQueue::reap`]
     /// then [`ReadQueue::take`].
-    pub fn wait(&mut self, out: &mut Vec<(u64, Result<Vec<Segment>>)>) {
+    pub fn wait(&mut self, out: &mut Vec<(u64, Result<Segments>)>) {
         self.reap();
         self.take(out);
     }
+}
+
+thread_local! {
+    /// The ops vector [`Store::start_read`] fills and hands to the engine,
+    /// kept for the thread's next read (taken and put back, so a reentrant
+    /// call only costs a fresh vector).
+    static OPS: std::cell::Cell<Vec<Op>> = const { std::cell::Cell::new(Vec::new()) };
 }

@@ -9,7 +9,7 @@ use ringcache::callback::{CallbackConfig, Coherent};
 use ringcache::cookie::{CacheBackend, Fscache, FscacheConfig, Lookup, Volume};
 use ringcache::io::sim::{SimEngine, SimFaults};
 use ringcache::store::{
-    FormatOptions, ObjectId, Segment, Store, StoreConfig, StoreError, VolumeId, format,
+    FormatOptions, ObjectId, Segment, Segments, Store, StoreConfig, StoreError, VolumeId, format,
 };
 use ringcache_ondisk::superblock::GeometryParams;
 
@@ -181,7 +181,7 @@ impl CacheBackend for Gated {
     fn end_operation(&self, o: ObjectId) {
         self.store.end_operation(o)
     }
-    fn read(&self, o: ObjectId, g: u64, offset: u64, len: u64) -> Result<Vec<Segment>, StoreError> {
+    fn read(&self, o: ObjectId, g: u64, offset: u64, len: u64) -> Result<Segments, StoreError> {
         CacheBackend::read(&*self.store, o, g, offset, len)
     }
     fn write(&self, o: ObjectId, g: u64, offset: u64, data: &[u8]) -> Result<(), StoreError> {
