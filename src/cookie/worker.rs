@@ -15,10 +15,18 @@ impl Fscache {
     /// `now` (or, under space pressure, every unused cookie). Returns how
     /// many discards were started.
     pub fn lru_scan(&self, now: Instant) -> usize {
+        self.lru_scan_with(now, &mut Vec::new())
+    }
+
+    /// [`Fscache::lru_scan`] with the list of cookies to look at kept in
+    /// `scratch` (left empty, its capacity kept for the next scan), so a
+    /// periodic scan allocates nothing once it has seen the most cookies.
+    pub fn lru_scan_with(&self, now: Instant, scratch: &mut Vec<Arc<Cookie>>) -> usize {
         let pressure = self.backend.under_pressure();
-        let cookies: Vec<Arc<Cookie>> = self.tables().cookies.values().cloned().collect();
+        scratch.clear();
+        scratch.extend(self.tables().cookies.values().cloned());
         let mut n = 0;
-        for c in cookies {
+        for c in scratch.drain(..) {
             let mut g = c.lock();
             let expired = g
                 .lru_since

@@ -118,7 +118,7 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                 continue;
             }
             if !greeted {
-                let (reply, version) = greet(&h, &payload);
+                let (reply, version) = greet(&h, payload);
                 if h.op == Op::Hello as u16 {
                     d.latency.observe(Op::Hello, received);
                 }
@@ -165,10 +165,10 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                         }
                     }
                 }
-                d.start_read(&conn, &reads, h.id, &payload, &writer, received);
+                d.start_read(&conn, &reads, h.id, payload, &writer, received);
                 continue;
             }
-            let reply = d.handle(&conn, &peer, op, &payload);
+            let reply = d.handle(&conn, &peer, op, payload);
             let frame = reply_frame(h.op, h.id, reply.status, &reply.body.finish());
             d.latency.observe(op, received);
             writer.send(&frame);

@@ -123,8 +123,18 @@ impl FrameReader {
     /// The next frame: waits for its first byte as long as the peer likes
     /// (once shutdown began, [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET) at most), then gives the rest
     /// [`FRAME_TIMEOUT`].
-    pub(super) fn next(&mut self, stop: &Stop) -> Result<(proto::Header, Vec<u8>), FrameEnd> {
+    /// The payload is borrowed from the reader's buffer (no copy, no
+    /// allocation) until the next call.
+    pub(super) fn next(&mut self, stop: &Stop) -> Result<(proto::Header, &[u8]), FrameEnd> {
         if self.start == self.end {
+            // Everything buffered was handed out: start over at the front
+            // (and give back what a large write grew the buffer to).
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUF_BYTES {
+                self.buf.truncate(READ_BUF_BYTES);
+                self.buf.shrink_to_fit();
+            }
             if self.timeout_set {
                 if self.stream.set_read_timeout(None).is_err() {
                     return Err(FrameEnd::Bad);
@@ -151,17 +161,8 @@ impl FrameReader {
         })?;
         self.want(16 + h.payload_len, deadline)?;
         let at = self.start + 16;
-        let payload = self.buf[at..at + h.payload_len].to_vec();
         self.start = at + h.payload_len;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            // A large write grew the buffer: give the memory back.
-            if self.buf.len() > READ_BUF_BYTES {
-                self.buf.truncate(READ_BUF_BYTES);
-                self.buf.shrink_to_fit();
-            }
-        }
+        let payload = self.buf.get(at..self.start).ok_or(FrameEnd::Bad)?;
         Ok((h, payload))
     }
 }

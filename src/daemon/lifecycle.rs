@@ -377,8 +377,9 @@ fn refuse(stream: UnixStream, cap: usize) {
 /// until shutdown begins: data does not stay volatile for more than a
 /// second.
 pub(super) fn housekeeping(d: &Daemon, life: &Lifecycle) {
+    let mut cookies = Vec::new();
     while !life.sleep(Duration::from_secs(1)) {
-        d.cache.lru_scan(Instant::now());
+        d.cache.lru_scan_with(Instant::now(), &mut cookies);
         if d.store.failed().is_none()
             && let Err(e) = d.store.flush_if_dirty()
         {

@@ -17,7 +17,7 @@ use super::server::{Daemon, lock};
 use crate::callback::Validity;
 use crate::cookie::{CacheError, Operation, ReadOutcome};
 use crate::io::{Completion, CompletionQueue, IoBuf};
-use crate::proto::{self, Op, REPLY, Reader, SEG_DATA, SEG_HOLE, Status, Writer};
+use crate::proto::{self, Op, REPLY, Reader, SEG_DATA, SEG_HOLE, Status};
 use crate::store::{PendingRead, ReadAt, Segment, StartedRead, read_key_of};
 
 /// A read of one connection between its reader thread, which starts it,
@@ -177,12 +177,20 @@ impl Daemon {
     }
 
     /// A connection's completion thread: reap its reads, check them and
-    /// answer them, a batch of replies to one writev.
+    /// answer them, a batch of replies to one writev. Everything it needs
+    /// per batch is kept from one batch to the next: in the steady state a
+    /// read costs it no allocation.
     pub(super) fn complete_reads<'d>(&'d self, reads: &ConnReads<'d>, out: &ReplyWriter) {
         let mut done = Vec::new();
-        let mut landed: Vec<ConnRead<'d>> = Vec::new();
+        // Reads whose I/O is whole: what to answer them with, and the
+        // reads themselves for the store to check.
+        let mut landed: Vec<(u64, Operation<'d>, Instant)> = Vec::new();
+        let mut pending: Vec<PendingRead> = Vec::new();
         let mut results = Vec::new();
-        let mut heads: Vec<Vec<u8>> = Vec::new();
+        let mut outcomes: Vec<(u64, Instant, Result<ReadOutcome, CacheError>)> = Vec::new();
+        // The batch's reply heads, one after another, and where each ends.
+        let mut heads: Vec<u8> = Vec::new();
+        let mut head_ends: Vec<usize> = Vec::new();
         let mut events = false;
         loop {
             {
@@ -206,7 +214,9 @@ impl Daemon {
                     if let Some(r) = t.reads.get_mut(key)
                         && r.read.absorb(c)
                     {
-                        landed.push(t.reads.remove(key));
+                        let r = t.reads.remove(key);
+                        landed.push((r.id, r.op, r.received));
+                        pending.push(r.read);
                     }
                 }
             }
@@ -218,44 +228,81 @@ impl Daemon {
             if landed.is_empty() {
                 continue;
             }
-            let (ids_ops, pending): (Vec<_>, Vec<_>) = landed
-                .drain(..)
-                .map(|r| ((r.id, r.op, r.received), r.read))
-                .unzip();
-            self.store.finish_pending(pending.into_iter(), &mut results);
+            self.store.finish_pending(pending.drain(..), &mut results);
+            outcomes.extend(
+                landed
+                    .drain(..)
+                    .zip(results.drain(..))
+                    .map(|((id, op, received), (_, r))| (id, received, op.read_done(r))),
+            );
             // Replies: a head (frame header, status, segment table) per
             // read, the data straight from the I/O buffers.
-            let outcomes: Vec<(u64, Instant, Result<ReadOutcome, CacheError>)> = ids_ops
-                .into_iter()
-                .zip(results.drain(..))
-                .map(|((id, op, received), (_, r))| (id, received, op.read_done(r)))
-                .collect();
             heads.clear();
+            head_ends.clear();
             for (id, _, outcome) in &outcomes {
-                heads.push(read_reply_head(*id, outcome));
+                put_read_reply_head(&mut heads, *id, outcome);
+                head_ends.push(heads.len());
             }
             // The batch's replies are handed to the writer now.
             let now = Instant::now();
             for (_, received, _) in &outcomes {
                 self.latency.observe_until(Op::Read, *received, now);
             }
-            let mut slices = Vec::with_capacity(outcomes.len() * 2);
-            for (head, (_, _, outcome)) in heads.iter().zip(&outcomes) {
-                slices.push(IoSlice::new(head));
+            let mut batch = SliceBatch::new(out);
+            let mut start = 0;
+            for (&end, (_, _, outcome)) in head_ends.iter().zip(&outcomes) {
+                batch.push(heads.get(start..end).unwrap_or(&[]));
+                start = end;
                 if let Ok(ReadOutcome::Data(segs)) = outcome {
                     for s in segs {
                         if let Segment::Data { data, .. } = s {
-                            slices.push(IoSlice::new(data));
+                            batch.push(data);
                         }
                     }
                 }
             }
-            for chunk in slices.chunks_mut(512) {
-                out.send_vectored(chunk);
-            }
-            drop(slices);
-            drop(outcomes);
+            batch.send();
+            // The I/O buffers go back to their pool, the accesses end.
+            outcomes.clear();
             reads.room.notify_all();
+        }
+    }
+}
+
+/// Slices of replies gathered on the stack and written with one writev
+/// per [`SliceBatch::MAX`] of them.
+struct SliceBatch<'a, 'w> {
+    out: &'w ReplyWriter,
+    slices: [IoSlice<'a>; SliceBatch::MAX],
+    n: usize,
+}
+
+impl<'a, 'w> SliceBatch<'a, 'w> {
+    /// Slices per writev (below the kernel's IOV_MAX of 1024).
+    const MAX: usize = 512;
+
+    fn new(out: &'w ReplyWriter) -> Self {
+        SliceBatch {
+            out,
+            slices: [IoSlice::new(&[]); Self::MAX],
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &'a [u8]) {
+        if self.n == Self::MAX {
+            self.send();
+        }
+        if let Some(slot) = self.slices.get_mut(self.n) {
+            *slot = IoSlice::new(bytes);
+            self.n += 1;
+        }
+    }
+
+    fn send(&mut self) {
+        if self.n > 0 {
+            self.out.send_vectored(&mut self.slices[..self.n]);
+            self.n = 0;
         }
     }
 }
@@ -263,40 +310,66 @@ impl Daemon {
 /// The head of a read reply: everything but the data bytes, which follow
 /// it in segment order.
 pub(super) fn read_reply_head(id: u64, outcome: &Result<ReadOutcome, CacheError>) -> Vec<u8> {
+    let mut head = Vec::new();
+    put_read_reply_head(&mut head, id, outcome);
+    head
+}
+
+/// Append the head of a read reply (see [`read_reply_head`]) to `out`.
+pub(super) fn put_read_reply_head(
+    out: &mut Vec<u8>,
+    id: u64,
+    outcome: &Result<ReadOutcome, CacheError>,
+) {
     let op = Op::Read as u16;
-    match outcome {
-        Ok(ReadOutcome::Data(segs)) => {
-            let data: usize = segs
-                .iter()
+    let status = match outcome {
+        Ok(ReadOutcome::Data(_)) => Status::Ok,
+        Ok(ReadOutcome::NoData) => Status::NoData,
+        Ok(ReadOutcome::Stale) => Status::Stale,
+        Err(e) => from_cache_error(e),
+    };
+    let (segs, data): (&[Segment], usize) = match outcome {
+        Ok(ReadOutcome::Data(segs)) => (
+            segs,
+            segs.iter()
                 .filter(|s| matches!(s, Segment::Data { .. }))
                 .map(|s| s.len() as usize)
-                .sum();
-            let mut w = Writer::new().u32(segs.len() as u32);
-            for s in segs {
-                let kind = if matches!(s, Segment::Data { .. }) {
-                    SEG_DATA
-                } else {
-                    SEG_HOLE
-                };
-                w = w.u8(kind).u8(0).u16(0).u32(s.len() as u32).u64(s.offset());
-            }
-            let table = w.finish();
-            let payload_len = 4 + table.len() + data;
-            let mut head = Vec::with_capacity(16 + 4 + table.len());
-            head.extend_from_slice(&((proto::HEADER_AFTER_LEN + payload_len) as u32).to_le_bytes());
-            head.extend_from_slice(&(op | REPLY).to_le_bytes());
-            head.extend_from_slice(&0u16.to_le_bytes());
-            head.extend_from_slice(&id.to_le_bytes());
-            head.extend_from_slice(&(Status::Ok as u16).to_le_bytes());
-            head.extend_from_slice(&0u16.to_le_bytes());
-            head.extend_from_slice(&table);
-            head
+                .sum(),
+        ),
+        _ => (&[], 0),
+    };
+    // Status and pad; for data, the segment count and table (16 bytes a
+    // segment: kind, pad, length, offset).
+    let body = if matches!(outcome, Ok(ReadOutcome::Data(_))) {
+        4 + SEG_ENTRY * segs.len()
+    } else {
+        0
+    };
+    let payload_len = 4 + body + data;
+    out.extend_from_slice(&((proto::HEADER_AFTER_LEN + payload_len) as u32).to_le_bytes());
+    out.extend_from_slice(&(op | REPLY).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(status as u16).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    if body > 0 {
+        out.extend_from_slice(&(segs.len() as u32).to_le_bytes());
+        for s in segs {
+            let kind = if matches!(s, Segment::Data { .. }) {
+                SEG_DATA
+            } else {
+                SEG_HOLE
+            };
+            out.extend_from_slice(&[kind, 0]);
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(&s.offset().to_le_bytes());
         }
-        Ok(ReadOutcome::NoData) => reply_frame(op, id, Status::NoData, &[]),
-        Ok(ReadOutcome::Stale) => reply_frame(op, id, Status::Stale, &[]),
-        Err(e) => reply_frame(op, id, from_cache_error(e), &[]),
     }
 }
+
+/// Bytes of one entry of a read reply's segment table.
+const SEG_ENTRY: usize = 16;
 
 /// A whole read reply (head and data) in one buffer.
 pub(super) fn read_reply(id: u64, outcome: Result<ReadOutcome, CacheError>) -> Vec<u8> {
