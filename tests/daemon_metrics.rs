@@ -1,7 +1,7 @@
 //! The daemon's metrics, end to end: with `metrics_listen` set, the real
 //! `ringcached` answers `GET /metrics` over HTTP with the Prometheus text
 //! of its counters and of a latency histogram per request op (counted for
-//! the ops the client used, reads answered on the completion thread
+//! the ops the client used, reads answered as their I/O completes
 //! included), the `Metrics` op gives the same text over the socket, and
 //! other paths, other methods and garbage get an HTTP error or a closed
 //! connection while the daemon goes on serving both its socket and its

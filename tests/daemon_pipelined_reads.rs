@@ -1,5 +1,6 @@
 //! Many reads pipelined on one connection, far more than the daemon keeps
-//! in flight (`max_inflight`): the daemon stops reading the socket while
+//! in flight (`max_inflight`), on the io_uring and the psync engine: the
+//! daemon stops reading the socket while
 //! its reads are at the limit and goes on as replies go out, so every read
 //! is answered once, with its own bytes, and requests of other kinds sent
 //! among them are answered too. Replies come in any order; they are
@@ -24,8 +25,20 @@ fn block(i: u64) -> Vec<u8> {
 
 #[test]
 fn reads_beyond_the_in_flight_limit_all_come_back_right() {
+    beyond_the_limit("");
+}
+
+/// The same on the psync engine, whose own threads complete the reads:
+/// the connection's thread, asleep in poll(2), is woken by its queue's
+/// waker (no ring descriptor to poll).
+#[test]
+fn on_psync_reads_beyond_the_limit_all_come_back_right() {
+    beyond_the_limit("engine psync\n");
+}
+
+fn beyond_the_limit(extra_config: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "");
+    let config = write_config(dir.path(), extra_config);
     let d = DaemonProc::start(dir.path(), &config);
     let mut c = d.client();
     let limit = u64::from(c.server_info().max_inflight);

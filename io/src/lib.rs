@@ -174,6 +174,23 @@ struct CqState {
     sleepers: usize,
     /// Engines to drive for this queue's completions: (identity, engine).
     drivers: Vec<(usize, Weak<dyn Driver>)>,
+    /// Called once when completions arrive (or a poke) after
+    /// [`CompletionQueue::arm_waker`] (see [`CompletionQueue::set_waker`]).
+    waker: Option<Arc<dyn Fn() + Send + Sync>>,
+    armed: bool,
+}
+
+impl CqState {
+    /// The waker to call (disarmed), if armed and `now` something
+    /// happened.
+    fn take_waker(&mut self, now: bool) -> Option<Arc<dyn Fn() + Send + Sync>> {
+        if now && self.armed {
+            self.armed = false;
+            self.waker.clone()
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Default)]
@@ -237,11 +254,36 @@ impl CompletionQueue {
         let mut q = self.lock();
         let before = q.done.len();
         q.done.extend(cs);
-        let wake = q.done.len() > before && q.sleepers > 0;
+        let arrived = q.done.len() > before;
+        let wake = arrived && q.sleepers > 0;
+        let waker = q.take_waker(arrived);
         drop(q);
         if wake {
             self.0.ready.notify_all();
         }
+        if let Some(w) = waker {
+            w();
+        }
+    }
+
+    /// Have `waker` called when completions arrive for a thread that
+    /// waits elsewhere than in [`CompletionQueue::wait_into`] (in poll(2)
+    /// on a socket and an eventfd the waker writes, say): once per
+    /// [`CompletionQueue::arm_waker`].
+    pub fn set_waker(&self, waker: Arc<dyn Fn() + Send + Sync>) {
+        self.lock().waker = Some(waker);
+    }
+
+    /// About to sleep: arm the waker, unless completions are already there
+    /// (then `false`: take them instead of sleeping). The next completion
+    /// or poke calls the waker once and disarms it.
+    pub fn arm_waker(&self) -> bool {
+        let mut q = self.lock();
+        if !q.done.is_empty() {
+            return false;
+        }
+        q.armed = q.waker.is_some();
+        true
     }
 
     /// Ask whoever waits on this queue to look again (a driver that stops
@@ -250,9 +292,13 @@ impl CompletionQueue {
         let mut q = self.lock();
         q.pokes = q.pokes.wrapping_add(1);
         let wake = q.sleepers > 0;
+        let waker = q.take_waker(true);
         drop(q);
         if wake {
             self.0.ready.notify_all();
+        }
+        if let Some(w) = waker {
+            w();
         }
     }
 
@@ -329,14 +375,19 @@ impl CompletionQueue {
     }
 
     fn poll_drivers(&self) {
-        let drivers: Vec<_> = self
-            .lock()
-            .drivers
-            .iter()
-            .filter_map(|(_, w)| w.upgrade())
-            .collect();
-        for d in drivers {
-            d.poll();
+        // One at a time, not collected first: no allocation per poll. A
+        // driver's poll routes completions to queues, this one included,
+        // so the lock is not held across it.
+        let mut i = 0;
+        loop {
+            let driver = match self.lock().drivers.get(i) {
+                Some((_, w)) => w.upgrade(),
+                None => break,
+            };
+            i += 1;
+            if let Some(d) = driver {
+                d.poll();
+            }
         }
     }
 
@@ -369,6 +420,19 @@ pub trait IoEngine: Send + Sync {
     fn submit_and_wait(&self, ops: &mut Vec<Op>, cq: &CompletionQueue, out: &mut Vec<Completion>) {
         self.submit(ops, cq);
         cq.wait_into(out);
+    }
+
+    /// For a thread that waits in poll(2) instead of
+    /// [`CompletionQueue::wait_into`] (on a socket as well, say): a
+    /// descriptor of the engine that polls readable while completions of
+    /// this thread's submissions wait to be reaped, with
+    /// [`CompletionQueue::poll_into`]. The io_uring engine gives the ring
+    /// of the calling thread's lane (its completions are posted when the
+    /// submitter is in the kernel, and the ring then polls readable);
+    /// engines whose own threads push completions give none (use
+    /// [`CompletionQueue::set_waker`]).
+    fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
     }
 
     /// A buffer of `len` bytes, from the engine's (registered) pool when one
@@ -553,5 +617,56 @@ pub(crate) fn check_request(op: &Op, device_bytes: u64) -> Result<(), IoError> {
             "offset {} length {} past the device end {}",
             op.offset, len, device_bytes
         ))),
+    }
+}
+
+#[cfg(all(test, not(ringcache_model)))]
+mod waker_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn completion(tag: u64) -> Completion {
+        Completion {
+            tag,
+            result: Ok(0),
+            buf: IoBuf::empty(),
+        }
+    }
+
+    /// A waker is called once per arming, by the next completion or poke,
+    /// and arming with completions waiting says to take them instead.
+    #[test]
+    fn an_armed_waker_is_called_once_by_the_next_completion_or_poke() {
+        let cq = CompletionQueue::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        cq.set_waker(Arc::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }));
+        // Not armed: completions arrive silently.
+        cq.push(completion(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(!cq.arm_waker(), "completions wait: do not sleep");
+        let mut out = Vec::new();
+        cq.poll_into(&mut out);
+        assert_eq!(out.len(), 1);
+        // Armed: the next push calls it, once.
+        assert!(cq.arm_waker());
+        cq.push_all([completion(2), completion(3)]);
+        cq.push(completion(4));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        out.clear();
+        cq.poll_into(&mut out);
+        assert_eq!(out.len(), 3);
+        // A poke (a driver letting go) wakes an armed sleeper too.
+        assert!(cq.arm_waker());
+        cq.poke();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // An empty batch is not an arrival.
+        assert!(cq.arm_waker());
+        cq.push_all(std::iter::empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

@@ -170,6 +170,11 @@ trait Ring: Send + Sync + 'static {
     /// One `io_uring_enter`: submit every queued SQE and wait for `want`
     /// completions. Returns how many SQEs it submitted.
     fn enter(&self, want: usize) -> std::io::Result<usize>;
+    /// A descriptor that polls readable while completions wait to be
+    /// reaped (the ring's own), if there is one.
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
     /// Move every posted CQE, as (user_data, result), into `reap.cqes`.
     /// `reap` is the driving role's side of the [`Shared`] that owns this
     /// ring, so the caller holds its lock.
@@ -351,6 +356,10 @@ impl IoEngine for UringEngine {
             .submit_and_wait(ops, cq, self.device_bytes, out);
     }
 
+    fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.ring_of_this_thread().ring.fd()
+    }
+
     fn alloc(&self, len: usize) -> IoBuf {
         let buf = self.pool.alloc(len);
         if buf.pool_index().is_some() {
@@ -442,6 +451,12 @@ impl KernelRing {
 }
 
 impl Ring for KernelRing {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        // SAFETY: the descriptor is the ring's, open for as long as the
+        // ring (and so `self`, which the borrow is tied to) lives.
+        Some(unsafe { std::os::fd::BorrowedFd::borrow_raw(self.ring.as_raw_fd()) })
+    }
+
     fn push(&self, sq: &mut SqSide, key: usize) -> Option<bool> {
         let registered = self.fixed_buffers.then(|| self.pool.iovecs());
         let entry = sq.in_flight.get_mut(key)?;

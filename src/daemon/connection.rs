@@ -3,6 +3,8 @@
 //! (`Conn`) and what is released when it closes.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,11 +12,12 @@ use std::time::Instant;
 
 use super::MAX_INFLIGHT;
 use super::frames::{FrameEnd, FrameReader, ReplyWriter, reply_frame};
-use super::reads::ConnReads;
+use super::reads::{ConnReads, Finisher};
 use super::server::{Daemon, lock};
 use crate::callback::ObjectRef;
 use crate::cookie::Cookie;
 use crate::proto::{self, Op, Reader, Status, Writer};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 pub(super) struct CookieEntry {
     pub(super) cookie: Arc<Cookie>,
@@ -57,8 +60,14 @@ pub(super) struct Peer {
     pub(super) gid: u32,
 }
 
-/// Serve one connection until it closes, on this thread; its reads are
-/// answered by a second thread, started with the first read.
+/// Serve one connection until it closes, on this thread: its frames, and
+/// its reads as their I/O completes. The thread sleeps in one poll(2) on
+/// the socket, the engine's descriptor for its completions (the io_uring
+/// engine's ring: its completions are posted by the thread that
+/// submitted them, so the submitter is the one to wait for them), an
+/// eventfd for completions and events pushed by other threads, and the
+/// shutdown eventfd. One thread per connection: a read crosses no other
+/// thread between the socket and the device and back.
 pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
     let peer =
         match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
@@ -81,6 +90,14 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
             return;
         }
     };
+    let wake =
+        match EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a connection's eventfd: closing");
+                return;
+            }
+        };
     d.connections.fetch_add(1, Ordering::Relaxed);
     let conn_id = d.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let conn = Mutex::new(Conn {
@@ -88,103 +105,173 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
         ..Conn::default()
     });
     let reads = ConnReads::new();
+    {
+        let wake = wake.clone();
+        reads.cq.set_waker(Arc::new(move || {
+            // Nonblocking: a full counter already wakes the thread.
+            let _ = wake.write(1);
+        }));
+    }
     let mut frames = FrameReader::new(stream);
-    std::thread::scope(|scope| {
-        let mut completer = None;
-        let mut greeted = false;
-        let spawn_completer = || {
-            let (reads, writer) = (&reads, &writer);
-            std::thread::Builder::new()
-                .name("ringcached-reads".into())
-                .stack_size(CONN_STACK)
-                .spawn_scoped(scope, move || d.complete_reads(reads, writer))
-        };
-        loop {
-            let (h, payload) = match frames.next(&d.stop) {
-                Ok(f) => f,
-                Err(FrameEnd::Closed) => break,
+    let mut finisher = Finisher::new();
+    let mut s = Session {
+        d,
+        conn: &conn,
+        peer: &peer,
+        reads: &reads,
+        writer: &writer,
+        greeted: false,
+    };
+    loop {
+        // Answer what completed.
+        finisher.poll(d, &reads, &writer);
+        // Serve the frames there are, while reads have room.
+        let mut served = false;
+        let mut close = false;
+        while reads.in_flight() < MAX_INFLIGHT {
+            match frames.next_ready() {
+                Ok(Some((h, payload))) => {
+                    served = true;
+                    if s.serve(&mut finisher, &h, payload).is_break() {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(FrameEnd::Closed) => {
+                    close = true;
+                    break;
+                }
                 Err(FrameEnd::Bad) => {
                     d.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    close = true;
                     break;
                 }
-            };
-            // The request is off the socket: its latency counts from here.
-            let received = Instant::now();
-            d.requests.fetch_add(1, Ordering::Relaxed);
-            if d.stop.began() {
-                // Shutting down: nothing new is started; the client is told
-                // so instead of finding its socket shut under it.
-                writer.send(&reply_frame(h.op, h.id, Status::ShuttingDown, &[]));
-                continue;
             }
-            if !greeted {
-                let (reply, version) = greet(&h, payload);
-                if h.op == Op::Hello as u16 {
-                    d.latency.observe(Op::Hello, received);
-                }
-                writer.send(&reply);
-                let Some(version) = version.filter(|_| !writer.broken.load(Ordering::Relaxed))
-                else {
-                    d.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    break;
-                };
-                greeted = true;
-                lock(&conn).version = version;
-                if version >= 2 {
-                    // Zap events are written by the completion thread, so
-                    // a version-2 connection has one from the start.
-                    match spawn_completer() {
-                        Ok(t) => completer = Some(t),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot start a completion thread");
-                            break;
-                        }
-                    }
-                    d.outboxes.register(conn_id, reads.outbox.clone());
-                }
-                continue;
-            }
-            if h.id == 0 || h.flags != 0 {
-                // Id 0 marks events: a request may not use it. Flags are
-                // reserved and must be zero.
-                writer.send(&reply_frame(h.op, h.id, Status::BadRequest, &[]));
-                continue;
-            }
-            let Some(op) = Op::from_u16(h.op) else {
-                writer.send(&reply_frame(h.op, h.id, Status::UnknownOp, &[]));
-                continue;
-            };
-            if op == Op::Read {
-                if completer.is_none() {
-                    match spawn_completer() {
-                        Ok(t) => completer = Some(t),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot start a completion thread");
-                            writer.send(&reply_frame(h.op, h.id, Status::Internal, &[]));
-                            continue;
-                        }
-                    }
-                }
-                d.start_read(&conn, &reads, h.id, payload, &writer, received);
-                continue;
-            }
-            let reply = d.handle(&conn, &peer, op, payload);
-            let frame = reply_frame(h.op, h.id, reply.status, &reply.body.finish());
-            d.latency.observe(op, received);
-            writer.send(&frame);
         }
-        // Reads in flight finish (releasing their accesses) before the
-        // client's cookies and volumes are given back.
-        d.outboxes.unregister(conn_id);
-        reads.close();
-        if let Some(t) = completer
-            && t.join().is_err()
-        {
-            tracing::error!("a connection's completion thread panicked");
+        if close {
+            break;
         }
-    });
+        if served || !reads.cq.arm_waker() {
+            continue;
+        }
+        // Nothing to do: sleep. The socket only while reads have room
+        // (back-pressure), the engine's descriptor while reads are in
+        // flight.
+        let in_flight = reads.in_flight();
+        let engine = d.store.engine();
+        // (Asked only with reads in flight: the thread's lane then has its
+        // ring open already; asking opens it.)
+        let ring = if in_flight > 0 {
+            engine.wake_fd()
+        } else {
+            None
+        };
+        let mut list = [wake.as_fd(), wake.as_fd()];
+        let mut n = 1;
+        if let Some(fd) = ring {
+            list[1] = fd;
+            n = 2;
+        }
+        let woke = frames.wait(&d.stop, in_flight < MAX_INFLIGHT, &list[..n]);
+        // Whatever woke it, the eventfd is read back to zero.
+        let _ = wake.read();
+        match woke {
+            Ok(true) => {}
+            // Draining, and the client stayed quiet: close once its reads
+            // are answered.
+            Ok(false) if in_flight == 0 => break,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "poll failed: closing a connection");
+                break;
+            }
+        }
+    }
+    // Reads in flight are answered (their accesses released) before the
+    // client's cookies and volumes are given back.
+    d.outboxes.unregister(conn_id);
+    finisher.drain(d, &reads, &writer);
     d.cleanup(&conn);
     d.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// One connection's side of serving a frame.
+struct Session<'a, 'd> {
+    d: &'d Daemon,
+    conn: &'a Mutex<Conn>,
+    peer: &'a Peer,
+    reads: &'a ConnReads<'d>,
+    writer: &'a ReplyWriter,
+    greeted: bool,
+}
+
+impl<'d> Session<'_, 'd> {
+    /// Serve one frame: a read is started (answered when its I/O
+    /// completes), anything else answered now, after the reads in flight.
+    /// `Break`: close the connection.
+    fn serve(
+        &mut self,
+        finisher: &mut Finisher<'d>,
+        h: &proto::Header,
+        payload: &[u8],
+    ) -> ControlFlow<()> {
+        let (d, writer) = (self.d, self.writer);
+        // The request is off the socket: its latency counts from here.
+        let received = Instant::now();
+        d.requests.fetch_add(1, Ordering::Relaxed);
+        if d.stop.began() {
+            // Shutting down: nothing new is started; the client is told
+            // so instead of finding its socket shut under it.
+            writer.send(&reply_frame(h.op, h.id, Status::ShuttingDown, &[]));
+            return ControlFlow::Continue(());
+        }
+        if !self.greeted {
+            let (reply, version) = greet(h, payload);
+            if h.op == Op::Hello as u16 {
+                d.latency.observe(Op::Hello, received);
+            }
+            writer.send(&reply);
+            let Some(version) = version.filter(|_| !writer.broken.load(Ordering::Relaxed)) else {
+                d.bad_frames.fetch_add(1, Ordering::Relaxed);
+                return ControlFlow::Break(());
+            };
+            self.greeted = true;
+            let id = {
+                let mut c = lock(self.conn);
+                c.version = version;
+                c.id
+            };
+            if version >= 2 {
+                // Zap events wake this connection's thread.
+                d.outboxes.register(id, self.reads.outbox.clone());
+            }
+            return ControlFlow::Continue(());
+        }
+        if h.id == 0 || h.flags != 0 {
+            // Id 0 marks events: a request may not use it. Flags are
+            // reserved and must be zero.
+            writer.send(&reply_frame(h.op, h.id, Status::BadRequest, &[]));
+            return ControlFlow::Continue(());
+        }
+        let Some(op) = Op::from_u16(h.op) else {
+            writer.send(&reply_frame(h.op, h.id, Status::UnknownOp, &[]));
+            return ControlFlow::Continue(());
+        };
+        if op == Op::Read {
+            d.start_read(self.conn, self.reads, h.id, payload, writer, received);
+            return ControlFlow::Continue(());
+        }
+        // Requests other than reads are served in order after the reads
+        // before them: none waits on an access of this connection's own
+        // reads while it is the thread that would answer them.
+        finisher.drain(d, self.reads, writer);
+        let reply = d.handle(self.conn, self.peer, op, payload);
+        let frame = reply_frame(h.op, h.id, reply.status, &reply.body.finish());
+        d.latency.observe(op, received);
+        writer.send(&frame);
+        ControlFlow::Continue(())
+    }
 }
 
 /// The answer to the first frame, which must be a HELLO of a version

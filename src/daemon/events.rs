@@ -1,7 +1,7 @@
 //! Zap events: what a break sends to the connections holding the broken
 //! objects. A break only queues them here and wakes the connection's
-//! completion thread, which writes them between read replies: the request
-//! that broke the promises is answered as soon as the break is recorded,
+//! thread (its completion queue's waker), which writes them between
+//! replies: the request that broke the promises is answered as soon as the break is recorded,
 //! never after the holders have acted (a file server holds a change back
 //! until its breaks are answered, and a holder may be waiting on a page
 //! lock held by a read it must answer first, so waiting would deadlock).
@@ -22,7 +22,7 @@ use crate::proto::{self, EVENT, EVENT_ZAP, Writer};
 /// handle.
 pub const MAX_QUEUED_ZAPS: usize = 4096;
 
-/// Tag of the completion that tells a completion thread to send the
+/// Tag of the completion that tells a connection's thread to send the
 /// events queued for its connection (no read key comes near it).
 pub(super) const EVENT_TAG: u64 = u64::MAX - 1;
 

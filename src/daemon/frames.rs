@@ -1,6 +1,6 @@
 //! Frames: reading them whole (a deadline once a frame has begun, none
 //! while idle; buffered, since pipelined requests arrive many to a read),
-//! and writing replies whole, shared by a connection's two threads.
+//! and writing replies whole.
 
 use std::io::{IoSlice, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -71,6 +71,26 @@ impl FrameReader {
         Ok(n)
     }
 
+    /// Read what the socket has without waiting, into an empty buffer:
+    /// `None` when it has nothing yet.
+    fn fill_now(&mut self) -> std::io::Result<Option<usize>> {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        loop {
+            let end = self.end;
+            let room = self.buf.get_mut(end..).unwrap_or_default();
+            match recv(self.stream.as_raw_fd(), room, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(Some(n));
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Have `n` bytes buffered, waiting until `deadline` at most.
     pub(super) fn want(&mut self, n: usize, deadline: Instant) -> Result<(), FrameEnd> {
         while self.end - self.start < n {
@@ -87,45 +107,53 @@ impl FrameReader {
         Ok(())
     }
 
-    /// Wait until the socket has bytes (or is closed). `false`: shutdown
-    /// began and the peer stayed quiet for [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET): time to close.
-    fn wait_readable(&self, stop: &Stop) -> std::io::Result<bool> {
+    /// Sleep until the socket has bytes (when `socket`; otherwise the
+    /// caller does not want more requests yet), `others` poll readable, or
+    /// shutdown begins. `false`: shutdown began and nothing came for
+    /// [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET).
+    pub(super) fn wait(
+        &self,
+        stop: &Stop,
+        socket: bool,
+        others: &[std::os::fd::BorrowedFd<'_>],
+    ) -> std::io::Result<bool> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
+        let draining = stop.began();
+        let timeout = if draining {
+            PollTimeout::try_from(stop.quiet_left()).unwrap_or(PollTimeout::ZERO)
+        } else {
+            PollTimeout::NONE
+        };
+        let (sock, stop_fd) = (self.stream.as_fd(), stop.fd());
+        let wanted = [socket.then_some(sock), (!draining).then_some(stop_fd)];
+        // The socket when wanted, the shutdown eventfd unless draining (it
+        // stays readable then), and the caller's.
+        let mut list: [Option<std::os::fd::BorrowedFd<'_>>; 5] = [None; 5];
+        let mut used = 0;
+        for fd in wanted.into_iter().flatten().chain(others.iter().copied()) {
+            if let Some(slot) = list.get_mut(used) {
+                *slot = Some(fd);
+                used += 1;
+            }
+        }
+        let mut set = list.map(|fd| PollFd::new(fd.unwrap_or(sock), PollFlags::POLLIN));
         loop {
-            let draining = stop.began();
-            let timeout = if draining {
-                PollTimeout::try_from(stop.quiet_left()).unwrap_or(PollTimeout::ZERO)
-            } else {
-                PollTimeout::NONE
-            };
-            let mut fds = [
-                PollFd::new(self.stream.as_fd(), PollFlags::POLLIN),
-                PollFd::new(stop.fd(), PollFlags::POLLIN),
-            ];
-            // While draining the eventfd stays readable: poll the socket alone.
-            let n = if draining { 1 } else { 2 };
-            match poll(&mut fds[..n], timeout) {
-                Ok(0) => return Ok(false),
-                Ok(_) => {
-                    if fds[0].any().unwrap_or(true) {
-                        return Ok(true);
-                    }
-                    // Only the eventfd: shutdown began; wait as a draining
-                    // connection does.
-                }
-                Err(nix::errno::Errno::EINTR) => {}
+            match poll(&mut set[..used], timeout) {
+                Ok(0) => return Ok(!draining),
+                Ok(_) => return Ok(true),
+                Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    /// The next frame: waits for its first byte as long as the peer likes
-    /// (once shutdown began, [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET) at most), then gives the rest
-    /// [`FRAME_TIMEOUT`].
-    /// The payload is borrowed from the reader's buffer (no copy, no
-    /// allocation) until the next call.
-    pub(super) fn next(&mut self, stop: &Stop) -> Result<(proto::Header, &[u8]), FrameEnd> {
+    /// The next frame if one has begun to arrive: whatever the socket has
+    /// is taken without waiting (`None`: nothing yet), and a frame begun is
+    /// then given [`FRAME_TIMEOUT`] to arrive whole. The payload is
+    /// borrowed from the reader's buffer (no copy, no allocation) until
+    /// the next call.
+    pub(super) fn next_ready(&mut self) -> Result<Option<(proto::Header, &[u8])>, FrameEnd> {
         if self.start == self.end {
             // Everything buffered was handed out: start over at the front
             // (and give back what a large write grew the buffer to).
@@ -141,13 +169,10 @@ impl FrameReader {
                 }
                 self.timeout_set = false;
             }
-            match self.wait_readable(stop) {
-                Ok(true) => {}
-                Ok(false) | Err(_) => return Err(FrameEnd::Closed),
-            }
-            match self.fill(1) {
-                Ok(0) | Err(_) => return Err(FrameEnd::Closed),
-                Ok(_) => {}
+            match self.fill_now() {
+                Ok(Some(0)) | Err(_) => return Err(FrameEnd::Closed),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
             }
         }
         let deadline = Instant::now() + FRAME_TIMEOUT;
@@ -163,7 +188,7 @@ impl FrameReader {
         let at = self.start + 16;
         self.start = at + h.payload_len;
         let payload = self.buf.get(at..self.start).ok_or(FrameEnd::Bad)?;
-        Ok((h, payload))
+        Ok(Some((h, payload)))
     }
 }
 
@@ -176,8 +201,8 @@ pub(super) fn reply_frame(op: u16, id: u64, status: Status, body: &[u8]) -> Vec<
     proto::frame(proto::reply_op(op), id, &payload)
 }
 
-/// The write side of a connection, shared by its reader (control replies)
-/// and its completion thread (read replies); whole frames at a time.
+/// The write side of a connection: replies and events, whole frames at a
+/// time (a write that fails marks the connection broken).
 pub(super) struct ReplyWriter {
     pub(super) stream: Mutex<UnixStream>,
     /// A write failed: the peer is gone, later replies are dropped.

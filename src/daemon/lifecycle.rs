@@ -211,11 +211,10 @@ fn bind_metrics(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
 /// client's cookies, flush and checkpoint, mark the cache clean.
 /// `on_ready` is called once the socket accepts connections.
 ///
-/// Threads: this one accepts; each connection has a thread that reads and
-/// serves its requests (and starts its reads), plus, once it reads, one
-/// that reaps and answers its reads. Both block in the kernel (the socket,
-/// or io_uring as the engine's driver), so a read costs no hand-off
-/// through a pool. One more thread runs housekeeping (LRU discard, a flush
+/// Threads: this one accepts; each connection has one thread that serves
+/// its requests and answers its reads as their I/O completes, asleep in
+/// poll(2) on its socket and ring when idle (see the module docs), so a
+/// read costs no hand-off to another thread. One more thread runs housekeeping (LRU discard, a flush
 /// when dirty, once a second), one waits for signals, and with
 /// `metrics_listen` one answers `GET /metrics`.
 pub fn run(

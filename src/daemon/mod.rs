@@ -1,15 +1,16 @@
 //! `ringcached`: the cache as a service on a Unix socket.
 //!
-//! Threads, not tasks: each connection has a thread that reads its frames
-//! and serves them, and, from its first read on, a second thread that
-//! reaps its reads, checks them and answers them (a batch of replies to one
-//! writev, the data straight from the I/O buffers). Both block in the
-//! kernel (the socket, or io_uring as the engine's driver: the thread that
-//! waits for completions reaps them), so a read crosses no pool and no
-//! queue between the socket and the device. Per connection, at most
+//! Threads, not tasks: each connection has one thread that reads its
+//! frames, starts its reads and, as their I/O completes, checks and
+//! answers them (a batch of replies to one writev, the data straight from
+//! the I/O buffers). It sleeps in one poll(2) on the socket and the ring
+//! its reads went to (the kernel posts a completion from the thread that
+//! submitted it, so that thread is the one to reap it), so a read crosses
+//! no other thread, pool or queue between the socket and the device and
+//! costs no allocation. Per connection, at most
 //! [`MAX_INFLIGHT`] reads are in flight; beyond that the daemon stops
 //! reading the socket (back-pressure, never a silent drop); other requests
-//! are served one at a time, in order. A frame that is not complete within
+//! are served one at a time, in order, after the reads before them. A frame that is not complete within
 //! [`FRAME_TIMEOUT`] closes the connection; other clients are served
 //! throughout.
 //!

@@ -1,14 +1,13 @@
-//! The read pipeline: a connection's reader starts reads (parse, access
-//! gate, I/O to the device) and its completion thread reaps, checks and
+//! The read pipeline: a connection's thread starts reads (parse, access
+//! gate, I/O to the device) and, as their I/O completes, checks and
 //! answers them, a batch of replies to one writev with the data straight
 //! from the I/O buffers. At most `MAX_INFLIGHT` per connection
 //! (back-pressure).
 
 use std::io::IoSlice;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::MAX_INFLIGHT;
 use super::connection::Conn;
 use super::events::{EVENT_TAG, Outbox};
 use super::frames::{ReplyWriter, reply_frame};
@@ -16,12 +15,11 @@ use super::handlers::{Reply, bad, from_cache_error};
 use super::server::{Daemon, lock};
 use crate::callback::Validity;
 use crate::cookie::{CacheError, Operation, ReadOutcome};
-use crate::io::{Completion, CompletionQueue, IoBuf};
+use crate::io::{Completion, CompletionQueue};
 use crate::proto::{self, Op, REPLY, Reader, SEG_DATA, SEG_HOLE, Status};
 use crate::store::{PendingRead, ReadAt, Segment, StartedRead, read_key_of};
 
-/// A read of one connection between its reader thread, which starts it,
-/// and its completion thread, which finishes and answers it.
+/// A read of one connection, from its request to its reply.
 pub(super) struct ConnRead<'d> {
     pub(super) id: u64,
     pub(super) read: PendingRead,
@@ -35,23 +33,18 @@ pub(super) struct ConnRead<'d> {
 #[derive(Default)]
 pub(super) struct ReadTable<'d> {
     pub(super) reads: slab::Slab<ConnRead<'d>>,
-    /// The reader is done: the completion thread exits once `reads` is
-    /// empty.
-    pub(super) closing: bool,
 }
 
 /// Reads in flight on one connection.
 pub(super) struct ConnReads<'d> {
     pub(super) cq: CompletionQueue,
     pub(super) table: Mutex<ReadTable<'d>>,
-    /// Signalled when reads finish (the reader waits for room).
-    pub(super) room: Condvar,
-    /// Zap events for this connection, written by its completion thread.
+    /// Zap events for this connection, sent by its thread between replies.
     pub(super) outbox: Arc<Outbox>,
 }
 
-/// Tag of the completion that wakes a completion thread to look at
-/// `closing` (no read key comes near it).
+/// Tag of a completion that only wakes its queue's waiter (no read key
+/// comes near it).
 pub(super) const WAKE_TAG: u64 = u64::MAX;
 
 impl<'d> ConnReads<'d> {
@@ -61,17 +54,12 @@ impl<'d> ConnReads<'d> {
             outbox: Arc::new(Outbox::new(cq.clone())),
             cq,
             table: Mutex::new(ReadTable::default()),
-            room: Condvar::new(),
         }
     }
 
-    pub(super) fn close(&self) {
-        lock(&self.table).closing = true;
-        self.cq.push(Completion {
-            tag: WAKE_TAG,
-            result: Ok(0),
-            buf: IoBuf::empty(),
-        });
+    /// Reads started and not answered yet.
+    pub(super) fn in_flight(&self) -> usize {
+        lock(&self.table).reads.len()
     }
 }
 
@@ -150,11 +138,9 @@ impl Daemon {
             Ok(p) => p,
             Err(st) => return answer(reply_frame(Op::Read as u16, id, st, &[])),
         };
+        // The connection reads no frame while MAX_INFLIGHT reads are in
+        // flight (back-pressure), so there is room.
         let mut t = lock(&reads.table);
-        while t.reads.len() >= MAX_INFLIGHT {
-            // Back-pressure: stop reading the socket until replies go out.
-            t = reads.room.wait(t).unwrap_or_else(|e| e.into_inner());
-        }
         let key = t.reads.vacant_key() as u64;
         match self.store.start_read(key, id, at, &reads.cq) {
             Ok(StartedRead::Pending(read)) => {
@@ -175,97 +161,132 @@ impl Daemon {
             }
         }
     }
+}
 
-    /// A connection's completion thread: reap its reads, check them and
-    /// answer them, a batch of replies to one writev. Everything it needs
-    /// per batch is kept from one batch to the next: in the steady state a
-    /// read costs it no allocation.
-    pub(super) fn complete_reads<'d>(&'d self, reads: &ConnReads<'d>, out: &ReplyWriter) {
-        let mut done = Vec::new();
-        // Reads whose I/O is whole: what to answer them with, and the
-        // reads themselves for the store to check.
-        let mut landed: Vec<(u64, Operation<'d>, Instant)> = Vec::new();
-        let mut pending: Vec<PendingRead> = Vec::new();
-        let mut results = Vec::new();
-        let mut outcomes: Vec<(u64, Instant, Result<ReadOutcome, CacheError>)> = Vec::new();
-        // The batch's reply heads, one after another, and where each ends.
-        let mut heads: Vec<u8> = Vec::new();
-        let mut head_ends: Vec<usize> = Vec::new();
-        let mut events = false;
-        loop {
-            {
-                let t = lock(&reads.table);
-                if t.closing && t.reads.is_empty() {
-                    return;
-                }
-            }
-            reads.cq.wait_into(&mut done);
-            {
-                let mut t = lock(&reads.table);
-                for c in done.drain(..) {
-                    if c.tag == WAKE_TAG {
-                        continue;
-                    }
-                    if c.tag == EVENT_TAG {
-                        events = true;
-                        continue;
-                    }
-                    let key = read_key_of(c.tag) as usize;
-                    if let Some(r) = t.reads.get_mut(key)
-                        && r.read.absorb(c)
-                    {
-                        let r = t.reads.remove(key);
-                        landed.push((r.id, r.op, r.received));
-                        pending.push(r.read);
-                    }
-                }
-            }
-            if std::mem::take(&mut events) {
-                for f in reads.outbox.take_frames() {
-                    out.send(&f);
-                }
-            }
-            if landed.is_empty() {
-                continue;
-            }
-            self.store.finish_pending(pending.drain(..), &mut results);
-            outcomes.extend(
-                landed
-                    .drain(..)
-                    .zip(results.drain(..))
-                    .map(|((id, op, received), (_, r))| (id, received, op.read_done(r))),
-            );
-            // Replies: a head (frame header, status, segment table) per
-            // read, the data straight from the I/O buffers.
-            heads.clear();
-            head_ends.clear();
-            for (id, _, outcome) in &outcomes {
-                put_read_reply_head(&mut heads, *id, outcome);
-                head_ends.push(heads.len());
-            }
-            // The batch's replies are handed to the writer now.
-            let now = Instant::now();
-            for (_, received, _) in &outcomes {
-                self.latency.observe_until(Op::Read, *received, now);
-            }
-            let mut batch = SliceBatch::new(out);
-            let mut start = 0;
-            for (&end, (_, _, outcome)) in head_ends.iter().zip(&outcomes) {
-                batch.push(heads.get(start..end).unwrap_or(&[]));
-                start = end;
-                if let Ok(ReadOutcome::Data(segs)) = outcome {
-                    for s in segs {
-                        if let Segment::Data { data, .. } = s {
-                            batch.push(data);
-                        }
-                    }
-                }
-            }
-            batch.send();
-            // The I/O buffers go back to their pool, the accesses end.
-            outcomes.clear();
-            reads.room.notify_all();
+/// What answers a connection's reads as their I/O completes, a batch of
+/// replies to one writev. Everything it needs per batch is kept from one
+/// batch to the next: in the steady state a read costs no allocation.
+pub(super) struct Finisher<'d> {
+    done: Vec<Completion>,
+    /// Reads whose I/O is whole: what to answer them with, and the reads
+    /// themselves for the store to check.
+    landed: Vec<(u64, Operation<'d>, Instant)>,
+    pending: Vec<PendingRead>,
+    results: Vec<(u64, crate::store::Result<crate::store::Segments>)>,
+    outcomes: Vec<(u64, Instant, Result<ReadOutcome, CacheError>)>,
+    /// The batch's reply heads, one after another, and where each ends.
+    heads: Vec<u8>,
+    head_ends: Vec<usize>,
+}
+
+impl<'d> Finisher<'d> {
+    pub(super) fn new() -> Self {
+        Finisher {
+            done: Vec::new(),
+            landed: Vec::new(),
+            pending: Vec::new(),
+            results: Vec::new(),
+            outcomes: Vec::new(),
+            heads: Vec::new(),
+            head_ends: Vec::new(),
         }
+    }
+
+    /// Take what completed (without waiting) and answer the reads that are
+    /// whole; send queued events. Returns whether anything arrived.
+    pub(super) fn poll(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) -> bool {
+        reads.cq.poll_into(&mut self.done);
+        let any = !self.done.is_empty();
+        self.finish(d, reads, out);
+        any
+    }
+
+    /// Answer every read in flight, waiting for their I/O (a request
+    /// other than a read is served only then, and a connection closes only
+    /// then: their accesses end first).
+    pub(super) fn drain(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        loop {
+            self.poll(d, reads, out);
+            if lock(&reads.table).reads.is_empty() {
+                return;
+            }
+            reads.cq.wait_into(&mut self.done);
+            self.finish(d, reads, out);
+        }
+    }
+
+    /// Absorb the completions taken into `done`; answer the reads they
+    /// make whole.
+    fn finish(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        if self.done.is_empty() {
+            return;
+        }
+        let mut events = false;
+        {
+            let mut t = lock(&reads.table);
+            for c in self.done.drain(..) {
+                if c.tag == WAKE_TAG {
+                    continue;
+                }
+                if c.tag == EVENT_TAG {
+                    events = true;
+                    continue;
+                }
+                let key = read_key_of(c.tag) as usize;
+                if let Some(r) = t.reads.get_mut(key)
+                    && r.read.absorb(c)
+                {
+                    let r = t.reads.remove(key);
+                    self.landed.push((r.id, r.op, r.received));
+                    self.pending.push(r.read);
+                }
+            }
+        }
+        if events {
+            for f in reads.outbox.take_frames() {
+                out.send(&f);
+            }
+        }
+        if self.landed.is_empty() {
+            return;
+        }
+        d.store
+            .finish_pending(self.pending.drain(..), &mut self.results);
+        self.outcomes.extend(
+            self.landed
+                .drain(..)
+                .zip(self.results.drain(..))
+                .map(|((id, op, received), (_, r))| (id, received, op.read_done(r))),
+        );
+        // Replies: a head (frame header, status, segment table) per read,
+        // the data straight from the I/O buffers.
+        self.heads.clear();
+        self.head_ends.clear();
+        for (id, _, outcome) in &self.outcomes {
+            put_read_reply_head(&mut self.heads, *id, outcome);
+            self.head_ends.push(self.heads.len());
+        }
+        // The batch's replies are handed to the writer now.
+        let now = Instant::now();
+        for (_, received, _) in &self.outcomes {
+            d.latency.observe_until(Op::Read, *received, now);
+        }
+        let mut batch = SliceBatch::new(out);
+        let mut start = 0;
+        for (&end, (_, _, outcome)) in self.head_ends.iter().zip(&self.outcomes) {
+            batch.push(self.heads.get(start..end).unwrap_or(&[]));
+            start = end;
+            if let Ok(ReadOutcome::Data(segs)) = outcome {
+                for s in segs {
+                    if let Segment::Data { data, .. } = s {
+                        batch.push(data);
+                    }
+                }
+            }
+        }
+        batch.send();
+        // The I/O buffers go back to their pool, the accesses end.
+        self.outcomes.clear();
     }
 }
 
