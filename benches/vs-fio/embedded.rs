@@ -95,27 +95,50 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
     Ok(FILL_BYTES as f64 / (1 << 20) as f64 / secs)
 }
 
-/// Random 4 KiB reads of the filled object at queue depth `qd`.
-pub(crate) fn rc_read_iops(file: &Path, qd: usize, seconds: u64) -> Result<f64> {
+/// Random 4 KiB reads of the filled object at queue depth `qd`, by
+/// `threads` threads with a read queue each: their total IOPS.
+pub(crate) fn rc_read_iops(file: &Path, qd: usize, seconds: u64, threads: usize) -> Result<f64> {
     let store = Store::open(open_engine(file)?, StoreConfig::default())?;
     let vol = store.volume(b"bench", false)?;
     let info = store
         .lookup(vol, b"fill")?
         .context("filled object missing")?;
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(seconds);
+    let ios = std::thread::scope(|s| -> Result<u64> {
+        let readers: Vec<_> = (0..threads)
+            .map(|n| {
+                let store = &store;
+                s.spawn(move || reader(store, info.id, qd, n as u64, deadline))
+            })
+            .collect();
+        let mut total = 0;
+        for r in readers {
+            total += r
+                .join()
+                .map_err(|_| anyhow::anyhow!("a reader panicked"))??;
+        }
+        Ok(total)
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(store);
+    Ok(ios as f64 / secs)
+}
+
+/// One reader of [`rc_read_iops`]: reads until `deadline`; how many.
+fn reader(store: &Store, id: u64, qd: usize, seed: u64, deadline: Instant) -> Result<u64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(1 + seed);
     let blocks = FILL_BYTES / 4096;
-    let mut q = ReadQueue::new(&store);
+    let mut q = ReadQueue::new(store);
     let mut done = Vec::with_capacity(qd);
     let mut ios = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let t = Instant::now();
     loop {
         // Keep `qd` reads at the device; replace the finished ones before
         // checking them (as fio requeues before it looks at completions).
         q.reap();
         while q.io_in_flight() < qd {
             let off = rng.random_range(0..blocks) * 4096;
-            q.submit(ios, info.id, off, 4096)?;
+            q.submit(ios, id, off, 4096)?;
         }
         q.take(&mut done);
         for (_, r) in done.drain(..) {
@@ -129,13 +152,10 @@ pub(crate) fn rc_read_iops(file: &Path, qd: usize, seconds: u64) -> Result<f64> 
             break;
         }
     }
-    let secs = t.elapsed().as_secs_f64();
-    // Drain what is in flight before closing.
+    // Drain what is in flight before the store closes.
     while q.in_flight() > 0 {
         q.wait(&mut done);
         done.clear();
     }
-    drop(q);
-    drop(store);
-    Ok(ios as f64 / secs)
+    Ok(ios)
 }

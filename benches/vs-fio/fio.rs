@@ -35,8 +35,9 @@ pub(crate) fn fio(file: &Path, args: &[&str]) -> Result<serde_json::Value> {
     fio_json(file, &all)
 }
 
-/// IOPS of 4 KiB random reads at queue depth `qd` for `seconds`.
-pub(crate) fn fio_read_iops(file: &Path, qd: u32, seconds: u64) -> Result<f64> {
+/// IOPS of 4 KiB random reads at queue depth `qd` for `seconds`, by
+/// `jobs` jobs (each at that depth; their total).
+pub(crate) fn fio_read_iops(file: &Path, qd: u32, seconds: u64, jobs: usize) -> Result<f64> {
     let v = fio(
         file,
         &[
@@ -46,6 +47,8 @@ pub(crate) fn fio_read_iops(file: &Path, qd: u32, seconds: u64) -> Result<f64> {
             &format!("--size={FILL_BYTES}"),
             &format!("--runtime={seconds}"),
             "--time_based",
+            &format!("--numjobs={jobs}"),
+            "--group_reporting",
         ],
     )?;
     v["jobs"][0]["read"]["iops"]

@@ -13,7 +13,13 @@
 //! It also reports the index's memory per cached extent (1M extents built
 //! in an index, counted by a tracking allocator).
 //!
-//! Run: `cargo bench --bench vs-fio -- [--dir DIR] [--reps N] [--seconds S]`.
+//! Run: `cargo bench --bench vs-fio -- [--dir DIR] [--reps N] [--seconds S]
+//! [--target embedded|daemon] [--threads N]`.
+//!
+//! `--threads N` runs the read workloads with N readers, each with its own
+//! queue at the workload's depth: fio with N jobs (`--numjobs`, reported as
+//! a group), the store with N threads and a read queue each, the daemon
+//! with N connections on N threads. Fill is unchanged.
 //!
 //! `--sweep 1,4,16,32,64` instead runs `benches/jobs/randread-sweep.fio`
 //! (4 KiB random reads) at each queue depth under fio, `ringcache bench` on the embedded store and
@@ -60,6 +66,10 @@ struct Opts {
     plot: PathBuf,
     /// Add foyer as a third column (needs `--features foyer`).
     with_foyer: bool,
+    /// Readers in the read workloads (`--threads N`), each with its own
+    /// queue: fio jobs, store threads with their own read queues, or
+    /// daemon connections on threads of their own.
+    threads: usize,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -71,6 +81,7 @@ fn parse_args() -> Result<Opts> {
         sweep: None,
         plot: PathBuf::from("target/vs-fio.svg"),
         with_foyer: false,
+        threads: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -98,6 +109,12 @@ fn parse_args() -> Result<Opts> {
                 }
                 o.sweep = Some(depths);
             }
+            "--threads" => {
+                o.threads = args.next().context("--threads needs N")?.parse()?;
+                if o.threads == 0 {
+                    bail!("--threads must be at least 1");
+                }
+            }
             "--plot" => o.plot = PathBuf::from(args.next().context("--plot needs a path")?),
             "--with-foyer" => {
                 if cfg!(not(feature = "foyer")) {
@@ -109,7 +126,7 @@ fn parse_args() -> Result<Opts> {
             }
             "--bench" => {} // passed by cargo bench
             other => bail!(
-                "unknown argument {other:?} (--dir DIR, --reps N, --seconds S, --target T, --sweep D,D,.., --plot FILE, --with-foyer)"
+                "unknown argument {other:?} (--dir DIR, --reps N, --seconds S, --target T, --threads N, --sweep D,D,.., --plot FILE, --with-foyer)"
             ),
         }
     }

@@ -33,26 +33,38 @@ pub(crate) fn compare(o: &Opts, file: &Path) -> Result<()> {
         if o.target == "daemon" {
             let d = DaemonRun::start(file, &o.dir)?;
             fill.rc.push(Sample::plain(daemon_fill(&d)?));
-            qd1.fio
-                .push(in_child(|| fio_read_iops(file, 1, o.seconds), read_gib)?);
-            let r1 = daemon_read(&d, 1, o.seconds)?;
+            qd1.fio.push(in_child(
+                || fio_read_iops(file, 1, o.seconds, o.threads),
+                read_gib,
+            )?);
+            let r1 = daemon_read(&d, 1, o.seconds, o.threads)?;
             qd1.rc.push(Sample::plain(r1.0));
-            qd32.fio
-                .push(in_child(|| fio_read_iops(file, 32, o.seconds), read_gib)?);
-            let r32 = daemon_read(&d, 32, o.seconds)?;
+            qd32.fio.push(in_child(
+                || fio_read_iops(file, 32, o.seconds, o.threads),
+                read_gib,
+            )?);
+            let r32 = daemon_read(&d, 32, o.seconds, o.threads)?;
             qd32.rc.push(Sample::plain(r32.0));
             lat.push((r1, r32));
             d.stop()?;
         } else {
             fill.rc.push(in_process(|| rc_fill(file), |_| fill_gib)?);
-            qd1.fio
-                .push(in_child(|| fio_read_iops(file, 1, o.seconds), read_gib)?);
-            qd1.rc
-                .push(in_process(|| rc_read_iops(file, 1, o.seconds), read_gib)?);
-            qd32.fio
-                .push(in_child(|| fio_read_iops(file, 32, o.seconds), read_gib)?);
-            qd32.rc
-                .push(in_process(|| rc_read_iops(file, 32, o.seconds), read_gib)?);
+            qd1.fio.push(in_child(
+                || fio_read_iops(file, 1, o.seconds, o.threads),
+                read_gib,
+            )?);
+            qd1.rc.push(in_process(
+                || rc_read_iops(file, 1, o.seconds, o.threads),
+                read_gib,
+            )?);
+            qd32.fio.push(in_child(
+                || fio_read_iops(file, 32, o.seconds, o.threads),
+                read_gib,
+            )?);
+            qd32.rc.push(in_process(
+                || rc_read_iops(file, 32, o.seconds, o.threads),
+                read_gib,
+            )?);
         }
         #[cfg(feature = "foyer")]
         if o.with_foyer {
@@ -87,10 +99,18 @@ pub(crate) fn compare(o: &Opts, file: &Path) -> Result<()> {
             qd32.rc[rep].value
         );
     }
+    let by = |qd: u32| {
+        if o.threads > 1 {
+            format!("randread 4k qd{qd} x{}, IOPS", o.threads)
+        } else {
+            format!("randread 4k qd{qd}, IOPS")
+        }
+    };
+    let (name1, name32) = (by(1), by(32));
     let rows = [
         ("seq fill 1M, MiB/s", &fill),
-        ("randread 4k qd1, IOPS", &qd1),
-        ("randread 4k qd32, IOPS", &qd32),
+        (name1.as_str(), &qd1),
+        (name32.as_str(), &qd32),
     ];
     let foyer = o.with_foyer;
     println!(
