@@ -88,3 +88,55 @@ fn beyond_the_limit(extra_config: &str) {
     c.ping().unwrap();
     let _ = Client::connect(&d.socket).unwrap().ping();
 }
+
+/// Reads that arrive together go to the device together: 32 read frames
+/// in one write are taken off the socket in one go and their I/O sent in
+/// one submission (`daemon.read_submissions` goes up by one, not 32), which
+/// the io_uring engine makes one `io_uring_enter` of 32 SQEs.
+#[test]
+fn reads_that_arrive_together_are_submitted_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "engine uring\n");
+    let d = DaemonProc::start(dir.path(), &config);
+    let mut c = d.client();
+    let v = c.acquire_volume(b"vol", b"").unwrap();
+    let k = c.acquire_cookie(v, b"obj", b"", BLOCKS * BLOCK).unwrap();
+    c.use_cookie(k, true).unwrap();
+    for i in 0..BLOCKS {
+        assert_eq!(c.write(k, i * BLOCK, &block(i)).unwrap(), Status::Ok);
+    }
+    let stat = |c: &mut Client, name: &str| {
+        c.stats()
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no {name} among the daemon's stats"))
+    };
+    let before = stat(&mut c, "daemon.read_submissions");
+    // Queued, then written with one write(2).
+    let ids: Vec<u64> = (0..32)
+        .map(|i| {
+            c.queue(
+                Op::Read,
+                &request::read(k, (i * 5 % BLOCKS) * BLOCK, BLOCK as u32),
+            )
+        })
+        .collect();
+    c.flush().unwrap();
+    for id in ids {
+        let (status, body) = c.recv(id).unwrap();
+        assert!(matches!(
+            Client::parse_read(status, &body).unwrap(),
+            ReadReply::Data(_)
+        ));
+    }
+    let after = stat(&mut c, "daemon.read_submissions");
+    assert_eq!(
+        after - before,
+        1,
+        "the 32 reads' I/O went in one submission"
+    );
+    assert!(stat(&mut c, "io.max_sqes_per_enter") >= 32);
+    assert!(stat(&mut c, "io.sqes_submitted") >= 32 + BLOCKS);
+}

@@ -435,6 +435,12 @@ pub trait IoEngine: Send + Sync {
         None
     }
 
+    /// The io_uring engine's counters (submissions, SQEs per
+    /// `io_uring_enter`); `None` for the other engines.
+    fn uring_stats(&self) -> Option<uring::UringStats> {
+        None
+    }
+
     /// A buffer of `len` bytes, from the engine's (registered) pool when one
     /// is free.
     fn alloc(&self, len: usize) -> IoBuf {

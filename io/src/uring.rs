@@ -356,6 +356,10 @@ impl IoEngine for UringEngine {
             .submit_and_wait(ops, cq, self.device_bytes, out);
     }
 
+    fn uring_stats(&self) -> Option<UringStats> {
+        Some(self.stats())
+    }
+
     fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.ring_of_this_thread().ring.fd()
     }

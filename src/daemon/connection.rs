@@ -149,6 +149,8 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
                 }
             }
         }
+        // The reads of the frames just served go to the device together.
+        reads.submit(d);
         if close {
             break;
         }

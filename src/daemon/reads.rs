@@ -5,6 +5,7 @@
 //! (back-pressure).
 
 use std::io::IoSlice;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,6 +42,10 @@ pub(super) struct ConnReads<'d> {
     pub(super) table: Mutex<ReadTable<'d>>,
     /// Zap events for this connection, sent by its thread between replies.
     pub(super) outbox: Arc<Outbox>,
+    /// The I/O of reads started and not yet sent: the reads of the
+    /// requests that arrived together go to the device in one submission
+    /// ([`ConnReads::submit`]).
+    pub(super) ops: Mutex<Vec<crate::io::Op>>,
 }
 
 /// Tag of a completion that only wakes its queue's waiter (no read key
@@ -54,6 +59,16 @@ impl<'d> ConnReads<'d> {
             outbox: Arc::new(Outbox::new(cq.clone())),
             cq,
             table: Mutex::new(ReadTable::default()),
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Send the I/O of the reads started since the last call.
+    pub(super) fn submit(&self, d: &Daemon) {
+        let mut ops = lock(&self.ops);
+        if !ops.is_empty() {
+            d.read_submissions.fetch_add(1, Ordering::Relaxed);
+            d.store.submit_reads(&mut ops, &self.cq);
         }
     }
 
@@ -119,8 +134,9 @@ impl Daemon {
     }
 
     /// Start a read that came off the socket at `received`: parse,
-    /// check, take an access, send the I/O. Errors and reads with nothing
-    /// to do are answered at once.
+    /// check, take an access, queue its I/O in `reads.ops` (sent with the
+    /// other frames' reads by [`ConnReads::submit`]). Errors and reads
+    /// with nothing to do are answered at once.
     pub(super) fn start_read<'d>(
         &'d self,
         conn: &Mutex<Conn>,
@@ -142,7 +158,10 @@ impl Daemon {
         // flight (back-pressure), so there is room.
         let mut t = lock(&reads.table);
         let key = t.reads.vacant_key() as u64;
-        match self.store.start_read(key, id, at, &reads.cq) {
+        let started = self
+            .store
+            .start_read_batched(key, id, at, &mut lock(&reads.ops));
+        match started {
             Ok(StartedRead::Pending(read)) => {
                 t.reads.insert(ConnRead {
                     id,
@@ -205,6 +224,7 @@ impl<'d> Finisher<'d> {
     /// other than a read is served only then, and a connection closes only
     /// then: their accesses end first).
     pub(super) fn drain(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        reads.submit(d);
         loop {
             self.poll(d, reads, out);
             if lock(&reads.table).reads.is_empty() {

@@ -30,6 +30,9 @@ pub struct Daemon {
     pub(super) self_uid: u32,
     pub(super) connections: AtomicU64,
     pub(super) requests: AtomicU64,
+    /// Submissions of read I/O from connections (the reads of requests
+    /// that arrived together go in one).
+    pub(super) read_submissions: AtomicU64,
     pub(super) bad_frames: AtomicU64,
     /// The callback layer: promises and breaks over `cache`.
     pub(super) coherent: Coherent,
@@ -149,6 +152,7 @@ impl Daemon {
             self_uid: own_uid(),
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            read_submissions: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             coherent,
             outboxes: Outboxes::default(),
@@ -337,6 +341,44 @@ impl Daemon {
                 ),
             ],
         );
+        if let Some(u) = self.store.engine().uring_stats() {
+            group(
+                "io",
+                &[
+                    ("enters", u.enters, Counter, "Calls to io_uring_enter"),
+                    (
+                        "sqes_submitted",
+                        u.sqes_submitted,
+                        Counter,
+                        "SQEs those calls submitted",
+                    ),
+                    (
+                        "max_sqes_per_enter",
+                        u.max_sqes_per_enter,
+                        Gauge,
+                        "The most SQEs one io_uring_enter submitted",
+                    ),
+                    (
+                        "fixed_sqes",
+                        u.fixed_sqes,
+                        Counter,
+                        "Reads and writes with a registered buffer",
+                    ),
+                    (
+                        "plain_sqes",
+                        u.plain_sqes,
+                        Counter,
+                        "Reads and writes with an unregistered buffer",
+                    ),
+                    (
+                        "driver_waits",
+                        u.driver_waits,
+                        Counter,
+                        "Waits for completions while another thread drove the ring",
+                    ),
+                ],
+            );
+        }
         group(
             "daemon",
             &[
@@ -357,6 +399,12 @@ impl Daemon {
                     self.requests.load(Ordering::Relaxed),
                     Counter,
                     "Requests received",
+                ),
+                (
+                    "read_submissions",
+                    self.read_submissions.load(Ordering::Relaxed),
+                    Counter,
+                    "Submissions of connections' read I/O (reads that arrived together go in one)",
                 ),
                 (
                     "bad_frames",
