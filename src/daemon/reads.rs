@@ -48,6 +48,10 @@ pub(super) struct ConnReads<'d> {
     pub(super) ops: Mutex<Vec<crate::io::Op>>,
 }
 
+/// Reads' SQEs a connection gathers before it submits them, when more
+/// frames wait behind them (see `ConnReads::submit`).
+pub(super) const SUBMIT_BATCH: usize = 8;
+
 /// Tag of a completion that only wakes its queue's waiter (no read key
 /// comes near it).
 pub(super) const WAKE_TAG: u64 = u64::MAX;
@@ -158,9 +162,18 @@ impl Daemon {
         // flight (back-pressure), so there is room.
         let mut t = lock(&reads.table);
         let key = t.reads.vacant_key() as u64;
-        let started = self
-            .store
-            .start_read_batched(key, id, at, &mut lock(&reads.ops));
+        let started = {
+            let mut ops = lock(&reads.ops);
+            let started = self.store.start_read_batched(key, id, at, &mut ops);
+            if ops.len() >= SUBMIT_BATCH {
+                // Enough for one submission: the first reads of a long
+                // run of frames are not held back while the rest are
+                // parsed.
+                self.read_submissions.fetch_add(1, Ordering::Relaxed);
+                self.store.submit_reads(&mut ops, &reads.cq);
+            }
+            started
+        };
         match started {
             Ok(StartedRead::Pending(read)) => {
                 t.reads.insert(ConnRead {
