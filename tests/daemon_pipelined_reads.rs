@@ -91,8 +91,8 @@ fn beyond_the_limit(extra_config: &str) {
 
 /// Reads that arrive together go to the device together: 32 read frames
 /// in one write are taken off the socket in one go and their I/O sent in
-/// one submission (`daemon.read_submissions` goes up by one, not 32), which
-/// the io_uring engine makes one `io_uring_enter` of 32 SQEs.
+/// submissions of 8 (`daemon.read_submissions` goes up by 4, not 32), each
+/// of which the io_uring engine makes one `io_uring_enter`.
 #[test]
 fn reads_that_arrive_together_are_submitted_together() {
     let dir = tempfile::tempdir().expect("tempdir");
