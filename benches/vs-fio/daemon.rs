@@ -138,7 +138,7 @@ pub(crate) fn daemon_read(
     let deadline = t + Duration::from_secs(seconds);
     let (ios, hist) = std::thread::scope(|s| -> Result<_> {
         let readers: Vec<_> = (0..conns)
-            .map(|n| s.spawn(move || connection_reads(d, qd, n as u64, deadline)))
+            .map(|n| s.spawn(move || connection_reads(d, qd, n, conns, deadline)))
             .collect();
         let mut ios = 0;
         let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
@@ -161,12 +161,14 @@ pub(crate) fn daemon_read(
     ))
 }
 
-/// One connection of [`daemon_read`]: reads at depth `qd` until
-/// `deadline`; how many, and their latencies (ns).
+/// Connection `n` of `conns` of [`daemon_read`]: reads at depth `qd` until
+/// `deadline`; how many, and their latencies (ns). A cookie is held by one
+/// connection at a time, so each reads its own share of the fill's parts.
 fn connection_reads(
     d: &DaemonRun,
     qd: usize,
-    seed: u64,
+    n: usize,
+    conns: usize,
     deadline: Instant,
 ) -> Result<(u64, hdrhistogram::Histogram<u64>)> {
     use ringcache::client::{Client, ReadReply};
@@ -174,13 +176,18 @@ fn connection_reads(
     let v = c.acquire_volume(b"bench", b"")?;
     let parts = FILL_BYTES / (64 << 20);
     let cookies: Vec<_> = (0..parts)
+        .filter(|p| *p as usize % conns == n)
         .map(|p| -> Result<_> {
             let k = c.acquire_cookie(v, format!("part-{p}").as_bytes(), b"", 64 << 20)?;
             c.use_cookie(k, false)?;
             Ok(k)
         })
         .collect::<Result<_>>()?;
-    let mut rng = ChaCha8Rng::seed_from_u64(3 + seed);
+    if cookies.is_empty() {
+        bail!("more connections than parts of the fill");
+    }
+    let parts = cookies.len() as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(3 + n as u64);
     let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
     let mut outstanding = std::collections::VecDeque::new();
     let mut ios = 0u64;
