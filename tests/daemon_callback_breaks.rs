@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{DaemonProc, write_config};
+use common::daemon::{DaemonProc, stat, write_config};
 use ringcache::client::{Client, ClientError, CookieHandle, ReadReply, ReadSegment, VolumeHandle};
 use ringcache::proto::{self, Status};
 
@@ -36,15 +36,6 @@ fn bytes_of(r: &ReadReply) -> Vec<u8> {
         other => panic!("expected data, got {other:?}"),
     }
     v
-}
-
-fn stat(c: &mut Client, name: &str) -> u64 {
-    c.stats()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no stat {name}"))
 }
 
 /// A client with a callback volume (server "srv-1", epoch 1) and a cookie

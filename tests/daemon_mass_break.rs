@@ -10,21 +10,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::daemon::{DaemonProc, write_config};
+use common::daemon::{DaemonProc, stat, write_config};
 use ringcache::client::{Client, ReadReply, VolumeHandle};
 use ringcache::proto;
 
 const FILES: u64 = 10_000;
 const IN_USE: u64 = 10;
-
-fn stat(c: &mut Client, name: &str) -> u64 {
-    c.stats()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no stat {name}"))
-}
 
 fn volume(c: &mut Client) -> VolumeHandle {
     let v = c.acquire_volume(b"ringfs.big", b"").unwrap();

@@ -10,8 +10,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::daemon::{DaemonProc, write_config};
-use ringcache::client::{Client, ReadReply, ReadSegment, request};
+use common::daemon::{DaemonProc, stat, write_config};
+use ringcache::client::{Client, CookieHandle, ReadReply, ReadSegment, request};
 use ringcache::proto::{Op, Status};
 
 const BLOCK: u64 = 4096;
@@ -21,6 +21,17 @@ fn block(i: u64) -> Vec<u8> {
     (0..BLOCK)
         .map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8))
         .collect()
+}
+
+/// A cookie in use whose object holds `block(i)` at every block `i`.
+fn filled_cookie(c: &mut Client) -> CookieHandle {
+    let v = c.acquire_volume(b"vol", b"").unwrap();
+    let k = c.acquire_cookie(v, b"obj", b"", BLOCKS * BLOCK).unwrap();
+    c.use_cookie(k, true).unwrap();
+    for i in 0..BLOCKS {
+        assert_eq!(c.write(k, i * BLOCK, &block(i)).unwrap(), Status::Ok);
+    }
+    k
 }
 
 #[test]
@@ -43,12 +54,7 @@ fn beyond_the_limit(extra_config: &str) {
     let mut c = d.client();
     let limit = u64::from(c.server_info().max_inflight);
     assert!(limit > 0);
-    let v = c.acquire_volume(b"vol", b"").unwrap();
-    let k = c.acquire_cookie(v, b"obj", b"", BLOCKS * BLOCK).unwrap();
-    c.use_cookie(k, true).unwrap();
-    for i in 0..BLOCKS {
-        assert_eq!(c.write(k, i * BLOCK, &block(i)).unwrap(), Status::Ok);
-    }
+    let k = filled_cookie(&mut c);
 
     // Ten times the limit, queued in one go, with pings among them.
     let reads = 10 * limit;
@@ -99,20 +105,7 @@ fn reads_that_arrive_together_are_submitted_together() {
     let config = write_config(dir.path(), "engine uring\n");
     let d = DaemonProc::start(dir.path(), &config);
     let mut c = d.client();
-    let v = c.acquire_volume(b"vol", b"").unwrap();
-    let k = c.acquire_cookie(v, b"obj", b"", BLOCKS * BLOCK).unwrap();
-    c.use_cookie(k, true).unwrap();
-    for i in 0..BLOCKS {
-        assert_eq!(c.write(k, i * BLOCK, &block(i)).unwrap(), Status::Ok);
-    }
-    let stat = |c: &mut Client, name: &str| {
-        c.stats()
-            .unwrap()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| panic!("no {name} among the daemon's stats"))
-    };
+    let k = filled_cookie(&mut c);
     let before = stat(&mut c, "daemon.read_submissions");
     // Queued, then written with one write(2).
     let ids: Vec<u64> = (0..32)

@@ -49,22 +49,16 @@ pub(crate) fn compare(o: &Opts, file: &Path) -> Result<()> {
             d.stop()?;
         } else {
             fill.rc.push(in_process(|| rc_fill(file), |_| fill_gib)?);
-            qd1.fio.push(in_child(
-                || fio_read_iops(file, 1, o.seconds, o.threads),
-                read_gib,
-            )?);
-            qd1.rc.push(in_process(
-                || rc_read_iops(file, 1, o.seconds, o.threads),
-                read_gib,
-            )?);
-            qd32.fio.push(in_child(
-                || fio_read_iops(file, 32, o.seconds, o.threads),
-                read_gib,
-            )?);
-            qd32.rc.push(in_process(
-                || rc_read_iops(file, 32, o.seconds, o.threads),
-                read_gib,
-            )?);
+            for (side, qd) in [(&mut qd1, 1), (&mut qd32, 32)] {
+                side.fio.push(in_child(
+                    || fio_read_iops(file, qd, o.seconds, o.threads),
+                    read_gib,
+                )?);
+                side.rc.push(in_process(
+                    || rc_read_iops(file, qd as usize, o.seconds, o.threads),
+                    read_gib,
+                )?);
+            }
         }
         #[cfg(feature = "foyer")]
         if o.with_foyer {

@@ -169,13 +169,7 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
         } else {
             None
         };
-        let mut list = [wake.as_fd(), wake.as_fd()];
-        let mut n = 1;
-        if let Some(fd) = ring {
-            list[1] = fd;
-            n = 2;
-        }
-        let woke = frames.wait(&d.stop, in_flight < MAX_INFLIGHT, &list[..n]);
+        let woke = frames.wait(&d.stop, in_flight < MAX_INFLIGHT, wake.as_fd(), ring);
         // Whatever woke it, the eventfd is read back to zero.
         let _ = wake.read();
         match woke {

@@ -108,14 +108,15 @@ impl FrameReader {
     }
 
     /// Sleep until the socket has bytes (when `socket`; otherwise the
-    /// caller does not want more requests yet), `others` poll readable, or
-    /// shutdown begins. `false`: shutdown began and nothing came for
-    /// [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET).
+    /// caller does not want more requests yet), `wake` or `ring` poll
+    /// readable, or shutdown begins. `false`: shutdown began and nothing
+    /// came for [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET).
     pub(super) fn wait(
         &self,
         stop: &Stop,
         socket: bool,
-        others: &[std::os::fd::BorrowedFd<'_>],
+        wake: std::os::fd::BorrowedFd<'_>,
+        ring: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> std::io::Result<bool> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
@@ -125,19 +126,23 @@ impl FrameReader {
         } else {
             PollTimeout::NONE
         };
-        let (sock, stop_fd) = (self.stream.as_fd(), stop.fd());
-        let wanted = [socket.then_some(sock), (!draining).then_some(stop_fd)];
+        let sock = self.stream.as_fd();
         // The socket when wanted, the shutdown eventfd unless draining (it
-        // stays readable then), and the caller's.
-        let mut list: [Option<std::os::fd::BorrowedFd<'_>>; 5] = [None; 5];
+        // stays readable then), the caller's eventfd and ring.
+        let wanted = [
+            socket.then_some(sock),
+            (!draining).then_some(stop.fd()),
+            Some(wake),
+            ring,
+        ];
+        let mut set = wanted.map(|fd| PollFd::new(fd.unwrap_or(sock), PollFlags::POLLIN));
         let mut used = 0;
-        for fd in wanted.into_iter().flatten().chain(others.iter().copied()) {
-            if let Some(slot) = list.get_mut(used) {
-                *slot = Some(fd);
+        for (i, fd) in wanted.iter().enumerate() {
+            if fd.is_some() {
+                set.swap(used, i);
                 used += 1;
             }
         }
-        let mut set = list.map(|fd| PollFd::new(fd.unwrap_or(sock), PollFlags::POLLIN));
         loop {
             match poll(&mut set[..used], timeout) {
                 Ok(0) => return Ok(!draining),

@@ -15,12 +15,16 @@ use super::Config;
 use super::connection::{Conn, Peer};
 use super::events::{EVENT_TAG, Outbox};
 use super::lifecycle::{Lifecycle, close, housekeeping};
-use super::reads::{WAKE_TAG, read_reply};
+use super::reads::read_reply;
 use super::server::{Daemon, own_uid};
 use crate::client::{self, Frame, Requests, ZapEvent};
 use crate::io::{Completion, CompletionQueue, IoBuf};
 use crate::proto::{self, Op, Status};
 use crate::store::StartedRead;
+
+/// Tag of the completion that ends [`LocalSession::wait_zaps`] (no read
+/// key or event tag comes near it).
+const WAKE_TAG: u64 = u64::MAX;
 
 /// An open cache with its housekeeping, for sessions in this process.
 pub struct Embedded {

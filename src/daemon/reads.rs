@@ -31,15 +31,11 @@ pub(super) struct ConnRead<'d> {
     pub(super) received: Instant,
 }
 
-#[derive(Default)]
-pub(super) struct ReadTable<'d> {
-    pub(super) reads: slab::Slab<ConnRead<'d>>,
-}
-
 /// Reads in flight on one connection.
 pub(super) struct ConnReads<'d> {
     pub(super) cq: CompletionQueue,
-    pub(super) table: Mutex<ReadTable<'d>>,
+    /// By key (the key of their completions' tags).
+    pub(super) table: Mutex<slab::Slab<ConnRead<'d>>>,
     /// Zap events for this connection, sent by its thread between replies.
     pub(super) outbox: Arc<Outbox>,
     /// The I/O of reads started and not yet sent: the reads of the
@@ -52,33 +48,32 @@ pub(super) struct ConnReads<'d> {
 /// frames wait behind them (see `ConnReads::submit`).
 pub(super) const SUBMIT_BATCH: usize = 8;
 
-/// Tag of a completion that only wakes its queue's waiter (no read key
-/// comes near it).
-pub(super) const WAKE_TAG: u64 = u64::MAX;
-
 impl<'d> ConnReads<'d> {
     pub(super) fn new() -> Self {
         let cq = CompletionQueue::new();
         ConnReads {
             outbox: Arc::new(Outbox::new(cq.clone())),
             cq,
-            table: Mutex::new(ReadTable::default()),
+            table: Mutex::new(slab::Slab::new()),
             ops: Mutex::new(Vec::new()),
         }
     }
 
     /// Send the I/O of the reads started since the last call.
     pub(super) fn submit(&self, d: &Daemon) {
-        let mut ops = lock(&self.ops);
+        Self::send(d, &mut lock(&self.ops), &self.cq);
+    }
+
+    fn send(d: &Daemon, ops: &mut Vec<crate::io::Op>, cq: &CompletionQueue) {
         if !ops.is_empty() {
             d.read_submissions.fetch_add(1, Ordering::Relaxed);
-            d.store.submit_reads(&mut ops, &self.cq);
+            d.store.submit_reads(ops, cq);
         }
     }
 
     /// Reads started and not answered yet.
     pub(super) fn in_flight(&self) -> usize {
-        lock(&self.table).reads.len()
+        lock(&self.table).len()
     }
 }
 
@@ -161,7 +156,7 @@ impl Daemon {
         // The connection reads no frame while MAX_INFLIGHT reads are in
         // flight (back-pressure), so there is room.
         let mut t = lock(&reads.table);
-        let key = t.reads.vacant_key() as u64;
+        let key = t.vacant_key() as u64;
         let started = {
             let mut ops = lock(&reads.ops);
             let started = self.store.start_read_batched(key, id, at, &mut ops);
@@ -169,14 +164,13 @@ impl Daemon {
                 // Enough for one submission: the first reads of a long
                 // run of frames are not held back while the rest are
                 // parsed.
-                self.read_submissions.fetch_add(1, Ordering::Relaxed);
-                self.store.submit_reads(&mut ops, &reads.cq);
+                ConnReads::send(self, &mut ops, &reads.cq);
             }
             started
         };
         match started {
             Ok(StartedRead::Pending(read)) => {
-                t.reads.insert(ConnRead {
+                t.insert(ConnRead {
                     id,
                     read,
                     op,
@@ -225,12 +219,10 @@ impl<'d> Finisher<'d> {
     }
 
     /// Take what completed (without waiting) and answer the reads that are
-    /// whole; send queued events. Returns whether anything arrived.
-    pub(super) fn poll(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) -> bool {
+    /// whole; send queued events.
+    pub(super) fn poll(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
         reads.cq.poll_into(&mut self.done);
-        let any = !self.done.is_empty();
         self.finish(d, reads, out);
-        any
     }
 
     /// Answer every read in flight, waiting for their I/O (a request
@@ -240,7 +232,7 @@ impl<'d> Finisher<'d> {
         reads.submit(d);
         loop {
             self.poll(d, reads, out);
-            if lock(&reads.table).reads.is_empty() {
+            if lock(&reads.table).is_empty() {
                 return;
             }
             reads.cq.wait_into(&mut self.done);
@@ -258,18 +250,15 @@ impl<'d> Finisher<'d> {
         {
             let mut t = lock(&reads.table);
             for c in self.done.drain(..) {
-                if c.tag == WAKE_TAG {
-                    continue;
-                }
                 if c.tag == EVENT_TAG {
                     events = true;
                     continue;
                 }
                 let key = read_key_of(c.tag) as usize;
-                if let Some(r) = t.reads.get_mut(key)
+                if let Some(r) = t.get_mut(key)
                     && r.read.absorb(c)
                 {
-                    let r = t.reads.remove(key);
+                    let r = t.remove(key);
                     self.landed.push((r.id, r.op, r.received));
                     self.pending.push(r.read);
                 }

@@ -89,3 +89,13 @@ impl Drop for DaemonProc {
         self.kill9();
     }
 }
+
+/// The value of the daemon's counter `name` (as `ringcache stat` names it).
+pub fn stat(c: &mut Client, name: &str) -> u64 {
+    c.stats()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no stat {name}"))
+}
