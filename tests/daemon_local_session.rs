@@ -120,3 +120,75 @@ fn sessions_share_callback_cookies_zap_each_other_and_close_cleanly() {
     drop(s);
     e.close().unwrap();
 }
+
+/// The same session seen through the trait's default `read_whole` (a
+/// plain request and its decoded reply), to compare the session's own.
+struct Plain<'a>(&'a dyn Requests);
+
+impl Requests for Plain<'_> {
+    fn request(&self, op: proto::Op, body: &[u8]) -> ringcache::client::Result<(Status, Vec<u8>)> {
+        self.0.request(op, body)
+    }
+    fn is_dead(&self) -> bool {
+        false
+    }
+}
+
+/// `read_whole` of a session answers as a read through its reply would,
+/// in every case the mount meets: no promise, whole data, a hole, the end
+/// of the object, past it, a cookie not in use; and appends only when
+/// whole.
+#[test]
+fn a_sessions_whole_read_answers_as_its_reply_would() {
+    use ringcache::client::WholeRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Embedded::open(cfg(tmp.path())).unwrap();
+    let s = e.session().unwrap();
+    let plain = Plain(&s);
+    let vol = s.acquire_volume(b"ringfs.local", b"").unwrap();
+    s.declare_server(vol, b"srv", 1).unwrap();
+    let c = s
+        .acquire_cookie(vol, b"f", &7u64.to_le_bytes(), 16384)
+        .unwrap();
+    s.use_cookie(c, false).unwrap();
+    let both = |off: u64, len: u32| {
+        let (mut a, mut b) = (b"prefix".to_vec(), b"prefix".to_vec());
+        let fast = s.read_whole(c, off, len, &mut a);
+        let slow = plain.read_whole(c, off, len, &mut b);
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "at {off}+{len}");
+        assert_eq!(a, b, "at {off}+{len}");
+        (fast, a)
+    };
+    assert_eq!(both(0, 4096).0.unwrap(), WholeRead::Revalidate);
+    let t = s.begin_fetch(c).unwrap();
+    assert!(s.revalidate(c, &t, 7, 16384, 60_000).unwrap().installed);
+    // 8 KiB cached at 0 and 4 KiB at 12 KiB: a hole at 8 KiB.
+    let pattern: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(s.write_fetched(c, &t, 7, 0, &pattern).unwrap(), Status::Ok);
+    assert_eq!(
+        s.write_fetched(c, &t, 7, 12288, &[9; 4096]).unwrap(),
+        Status::Ok
+    );
+    let (r, out) = both(0, 8192);
+    assert_eq!(r.unwrap(), WholeRead::Data);
+    assert_eq!(&out[..6], b"prefix");
+    assert_eq!(&out[6..], &pattern[..]);
+    let (r, out) = both(4096, 4096);
+    assert_eq!(r.unwrap(), WholeRead::Data);
+    assert_eq!(&out[6..], &pattern[4096..]);
+    let (r, out) = both(4096, 8192);
+    assert_eq!(r.unwrap(), WholeRead::Partial, "a hole at 8 KiB");
+    assert_eq!(out, b"prefix", "nothing appended");
+    let (r, out) = both(12288, 8192);
+    assert_eq!(r.unwrap(), WholeRead::Data, "ends at the object's end");
+    assert_eq!(&out[6..], &[9; 4096][..]);
+    let (r, out) = both(16384, 4096);
+    assert_eq!(r.unwrap(), WholeRead::Data, "at the end: no bytes");
+    assert_eq!(out, b"prefix");
+    let (r, _) = both(u64::MAX - 100, 4096);
+    assert!(r.is_err(), "offset and length overflow: {r:?}");
+    s.unuse_cookie(c).unwrap();
+    assert_eq!(both(0, 4096).0.unwrap(), WholeRead::NoData);
+    drop(s);
+    e.close().unwrap();
+}

@@ -19,7 +19,8 @@
 //! Options: `--dir DIR` (where the files go; default the temp directory),
 //! `--size-mib N` (the file, 512), `--seconds S` per run (4), `--reps N`
 //! (1; repetitions alternate raw, cold and warm), `--threads N` (the
-//! mount's FUSE threads; the mount's default). The last line is
+//! mount's FUSE threads; the mount's default), `--only TEXT` (only the
+//! workloads whose name contains it, e.g. `qd32 direct`). The last line is
 //! `ratio <warm / raw for 4 KiB random reads at iodepth 32, direct>`.
 
 use std::io::{BufRead, BufReader};
@@ -33,6 +34,8 @@ struct Opts {
     seconds: u64,
     reps: usize,
     threads: Option<String>,
+    /// Only the workloads whose name contains this.
+    only: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -42,6 +45,7 @@ fn opts() -> Opts {
         seconds: 4,
         reps: 1,
         threads: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -52,6 +56,7 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = val().parse().expect("--seconds S"),
             "--reps" => o.reps = val().parse().expect("--reps N"),
             "--threads" => o.threads = Some(val()),
+            "--only" => o.only = Some(val()),
             "--bench" => {}
             other => panic!("unknown option {other}"),
         }
@@ -439,6 +444,12 @@ fn main() {
     );
     let mut headline = 0.0;
     for job in JOBS {
+        if o.only
+            .as_ref()
+            .is_some_and(|w| !job.name.contains(w.as_str()))
+        {
+            continue;
+        }
         let (mut raw, mut c, mut w, mut nl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..o.reps {
             raw.push(fio(&job, &raw_file, size, o.seconds));

@@ -57,6 +57,19 @@ pub enum ReadReply {
     Revalidate,
 }
 
+/// What [`Requests::read_whole`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WholeRead {
+    /// Cached from the offset on without a hole: the bytes were appended.
+    Data,
+    /// A hole in the range: nothing was appended (fetch it).
+    Partial,
+    NoData,
+    Stale,
+    /// No valid callback promise: revalidate with the server first.
+    Revalidate,
+}
+
 /// A frame from the daemon.
 #[derive(Debug, Clone)]
 pub struct Frame {

@@ -7,7 +7,10 @@
 //! [`SharedClient`]: super::SharedClient
 
 use super::callback::{body, parse};
-use super::{CookieHandle, ReadReply, Result, Revalidation, VolumeHandle, ok_body, reply, request};
+use super::{
+    CookieHandle, ReadReply, ReadSegment, Result, Revalidation, VolumeHandle, WholeRead, ok_body,
+    reply, request,
+};
 use crate::proto::{Op, Status, TOKEN_BYTES, Writer};
 
 /// The requests of the protocol, each one call, from many threads at once.
@@ -66,6 +69,42 @@ pub trait Requests: Send + Sync {
     fn read(&self, c: CookieHandle, offset: u64, len: u32) -> Result<ReadReply> {
         let (st, body) = self.request(Op::Read, &request::read(c, offset, len))?;
         reply::read(st, &body)
+    }
+
+    /// A read whose bytes are wanted only if the cache holds them from
+    /// `offset` on without a hole (the data may end early, at the end of
+    /// the object): they are appended to `out`, and nothing is appended
+    /// otherwise. A session in this process answers it without encoding
+    /// a reply, copying the data once.
+    fn read_whole(
+        &self,
+        c: CookieHandle,
+        offset: u64,
+        len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<WholeRead> {
+        Ok(match self.read(c, offset, len)? {
+            ReadReply::Data(segs) => {
+                let start = out.len();
+                let mut at = offset;
+                for s in &segs {
+                    match s {
+                        ReadSegment::Data { offset, data } if *offset == at => {
+                            out.extend_from_slice(data);
+                            at += data.len() as u64;
+                        }
+                        _ => {
+                            out.truncate(start);
+                            return Ok(WholeRead::Partial);
+                        }
+                    }
+                }
+                WholeRead::Data
+            }
+            ReadReply::NoData => WholeRead::NoData,
+            ReadReply::Stale => WholeRead::Stale,
+            ReadReply::Revalidate => WholeRead::Revalidate,
+        })
     }
 
     fn query_occupancy(&self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {

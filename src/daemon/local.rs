@@ -6,6 +6,7 @@
 //! read starts its I/O and waits for it on that thread too, so it costs
 //! no hand-off at all.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -14,13 +15,15 @@ use std::time::Instant;
 use super::Config;
 use super::connection::{Conn, Peer};
 use super::events::{EVENT_TAG, Outbox};
+use super::handlers::from_cache_error;
 use super::lifecycle::{Lifecycle, close, housekeeping};
 use super::reads::read_reply;
 use super::server::{Daemon, own_uid};
-use crate::client::{self, Frame, Requests, ZapEvent};
+use crate::client::{self, Frame, Requests, WholeRead, ZapEvent};
+use crate::cookie::{CacheError, ReadOutcome};
 use crate::io::{Completion, CompletionQueue, IoBuf};
 use crate::proto::{self, Op, Status};
-use crate::store::StartedRead;
+use crate::store::{Segment, StartedRead};
 
 /// Tag of the completion that ends [`LocalSession::wait_zaps`] (no read
 /// key or event tag comes near it).
@@ -182,32 +185,42 @@ impl LocalSession {
         });
     }
 
-    fn read(&self, payload: &[u8]) -> (Status, Vec<u8>) {
+    /// A read's outcome, its I/O started and waited for on this thread
+    /// (the thread's own queue and scratch, kept between reads); `Err`: the
+    /// status of a read refused before any I/O.
+    fn read_outcome(&self, payload: &[u8]) -> Result<Result<ReadOutcome, CacheError>, Status> {
         let d = &*self.d;
-        let (op, at) = match d.prepare_read(&self.conn, payload) {
-            Ok(p) => p,
-            Err(st) => return (st, Vec::new()),
-        };
-        let cq = CompletionQueue::new();
-        let outcome = match d.store.start_read(0, 0, at, &cq) {
-            Ok(StartedRead::Pending(mut read)) => {
-                let mut done = Vec::new();
-                let mut landed = false;
-                while !landed {
-                    cq.wait_into(&mut done);
-                    for c in done.drain(..) {
-                        landed |= read.absorb(c);
+        let (op, at) = d.prepare_read(&self.conn, payload)?;
+        let started = READ_SCRATCH.with(|s| d.store.start_read(0, 0, at, &s.cq));
+        Ok(match started {
+            Ok(StartedRead::Pending(mut read)) => READ_SCRATCH
+                .with(|s| {
+                    let mut done = s.done.take();
+                    let mut landed = false;
+                    while !landed {
+                        s.cq.wait_into(&mut done);
+                        for c in done.drain(..) {
+                            landed |= read.absorb(c);
+                        }
                     }
-                }
-                let mut results = Vec::with_capacity(1);
-                d.store.finish_pending(std::iter::once(read), &mut results);
-                match results.pop() {
-                    Some((_, r)) => op.read_done(r),
-                    None => return (Status::Internal, Vec::new()),
-                }
-            }
+                    s.done.set(done);
+                    let mut results = s.results.take();
+                    d.store.finish_pending(std::iter::once(read), &mut results);
+                    let r = results.pop();
+                    results.clear();
+                    s.results.set(results);
+                    r.map(|(_, r)| op.read_done(r))
+                })
+                .ok_or(Status::Internal)?,
             Ok(StartedRead::Done(result)) => op.read_done(result),
             Err(e) => op.read_done(Err(e)),
+        })
+    }
+
+    fn read(&self, payload: &[u8]) -> (Status, Vec<u8>) {
+        let outcome = match self.read_outcome(payload) {
+            Ok(o) => o,
+            Err(st) => return (st, Vec::new()),
         };
         // The reply as a connection would get it: a 16-byte frame header,
         // status u16, reserved u16, then the body, taken in place (no copy
@@ -220,6 +233,22 @@ impl LocalSession {
         f.drain(..20);
         (st, f)
     }
+}
+
+/// A thread's completion queue and vectors for its reads through a
+/// session, kept between reads (a read then allocates nothing of its own).
+struct ReadScratch {
+    cq: CompletionQueue,
+    done: Cell<Vec<Completion>>,
+    results: Cell<Vec<(u64, crate::store::Result<crate::store::Segments>)>>,
+}
+
+thread_local! {
+    static READ_SCRATCH: ReadScratch = ReadScratch {
+        cq: CompletionQueue::new(),
+        done: Cell::new(Vec::new()),
+        results: Cell::new(Vec::new()),
+    };
 }
 
 /// A frame as the client sees it.
@@ -252,6 +281,59 @@ impl Requests for LocalSession {
 
     fn is_dead(&self) -> bool {
         false
+    }
+
+    fn read_whole(
+        &self,
+        c: client::CookieHandle,
+        offset: u64,
+        len: u32,
+        out: &mut Vec<u8>,
+    ) -> client::Result<WholeRead> {
+        self.d.requests.fetch_add(1, Ordering::Relaxed);
+        let received = Instant::now();
+        let mut payload = [0u8; 16];
+        payload[..4].copy_from_slice(&c.0.to_le_bytes());
+        payload[4..8].copy_from_slice(&len.to_le_bytes());
+        payload[8..].copy_from_slice(&offset.to_le_bytes());
+        // A status as a client reading the reply would take it.
+        let status = |st: Status| match st {
+            Status::NoData => Ok(WholeRead::NoData),
+            Status::Stale => Ok(WholeRead::Stale),
+            Status::Revalidate => Ok(WholeRead::Revalidate),
+            st => Err(client::ClientError::Status(st)),
+        };
+        let r = match self.read_outcome(&payload) {
+            Err(st) => status(st),
+            Ok(Err(e)) => status(from_cache_error(&e)),
+            Ok(Ok(ReadOutcome::NoData)) => Ok(WholeRead::NoData),
+            Ok(Ok(ReadOutcome::Stale)) => Ok(WholeRead::Stale),
+            Ok(Ok(ReadOutcome::Data(segs))) => {
+                let start = out.len();
+                let mut at = offset;
+                let mut whole = true;
+                for s in &segs {
+                    match s {
+                        Segment::Data { offset, data } if *offset == at => {
+                            out.extend_from_slice(data);
+                            at += data.len() as u64;
+                        }
+                        _ => {
+                            whole = false;
+                            break;
+                        }
+                    }
+                }
+                if whole {
+                    Ok(WholeRead::Data)
+                } else {
+                    out.truncate(start);
+                    Ok(WholeRead::Partial)
+                }
+            }
+        };
+        self.d.latency.observe(Op::Read, received);
+        r
     }
 }
 

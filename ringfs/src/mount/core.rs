@@ -14,7 +14,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fuser::Errno;
-use ringcache::client::{ClientError as CacheError, CookieHandle, ReadReply, ReadSegment};
+use ringcache::client::{ClientError as CacheError, CookieHandle, WholeRead};
 
 use super::cache::{Cache, Conn, object_key};
 use super::nodes::{Snap, Table};
@@ -397,17 +397,19 @@ impl Core {
         off: u64,
         size: u32,
     ) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut out = Vec::with_capacity(size as usize);
         for _ in 0..3 {
-            match conn.client.read(h, off, size) {
-                Ok(ReadReply::Data(segs)) => return Ok(whole(&segs, off)),
-                Ok(ReadReply::Revalidate) => {
+            match conn.client.read_whole(h, off, size, &mut out) {
+                Ok(WholeRead::Data) => return Ok(Some(out)),
+                Ok(WholeRead::Partial) => return Ok(None),
+                Ok(WholeRead::Revalidate) => {
                     if self.revalidate(conn, h, ino).is_err() {
                         // The server is unreachable: the fetch path
                         // reports it.
                         return Ok(None);
                     }
                 }
-                Ok(ReadReply::NoData | ReadReply::Stale) => return Ok(None),
+                Ok(WholeRead::NoData | WholeRead::Stale) => return Ok(None),
                 // Past the cached object's size.
                 Err(CacheError::Status(ringcache::proto::Status::Range)) => return Ok(None),
                 Err(e) => return Err(e),
@@ -731,37 +733,9 @@ pub struct Shown {
     pub ttl: Duration,
 }
 
-/// The bytes of a read reply when it has no holes; `None` otherwise.
-fn whole(segs: &[ReadSegment], off: u64) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut at = off;
-    for s in segs {
-        match s {
-            ReadSegment::Data { offset, data } if *offset == at => {
-                out.extend_from_slice(data);
-                at += data.len() as u64;
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_read_with_a_hole_is_not_whole() {
-        let d = |offset: u64, n: usize| ReadSegment::Data {
-            offset,
-            data: vec![1; n],
-        };
-        assert_eq!(whole(&[d(0, 4), d(4, 4)], 0).map(|v| v.len()), Some(8));
-        assert_eq!(whole(&[], 100), Some(vec![]), "at the end: no bytes");
-        assert!(whole(&[d(0, 4), ReadSegment::Hole { offset: 4, len: 4 }], 0).is_none());
-        assert!(whole(&[d(8, 4)], 0).is_none(), "a gap");
-    }
 
     #[test]
     fn promises_count_from_the_send() {
