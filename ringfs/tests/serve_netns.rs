@@ -114,6 +114,10 @@ fn link_down_for_2s_mid_transfer_resends_and_applies_once() {
     let before = chunks.load(Ordering::Relaxed);
     topo.link(0, false).expect("link down");
     let down = Instant::now();
+    // Counted once the link is down (`ip` can take a while to run on a
+    // busy machine, and transfers go on until it has): from here on only
+    // replies already in A's socket can complete a chunk.
+    let at_down = chunks.load(Ordering::Relaxed);
     // While A is cut off, B changes a file A holds a promise on: the
     // write waits for the break timeout, and A owes the break.
     let t = Instant::now();
@@ -136,14 +140,14 @@ fn link_down_for_2s_mid_transfer_resends_and_applies_once() {
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let appended = worker.join().expect("worker");
-    assert!(
-        during < before + 30,
-        "little went through while the link was down"
-    );
     eprintln!(
-        "chunks: {before} before the outage, {during} at its end, {} after; {} appends; B's write waited {waited:?}",
+        "chunks: {before} before the outage, {at_down} once the link was down, {during} at its end, {} after; {} appends; B's write waited {waited:?}",
         chunks.load(Ordering::Relaxed),
         appended.len()
+    );
+    assert!(
+        during <= at_down + 4,
+        "little went through while the link was down ({at_down} then {during})"
     );
 
     // Every acknowledged append is in the log exactly once, nothing else.
