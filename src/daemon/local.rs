@@ -23,7 +23,7 @@ use crate::client::{self, Frame, Requests, WholeRead, ZapEvent};
 use crate::cookie::{CacheError, ReadOutcome};
 use crate::io::{Completion, CompletionQueue, IoBuf};
 use crate::proto::{self, Op, Status};
-use crate::store::{Segment, StartedRead};
+use crate::store::{Segment, StartedRead, read_key_of};
 
 /// Tag of the completion that ends [`LocalSession::wait_zaps`] (no read
 /// key or event tag comes near it).
@@ -191,7 +191,15 @@ impl LocalSession {
     fn read_outcome(&self, payload: &[u8]) -> Result<Result<ReadOutcome, CacheError>, Status> {
         let d = &*self.d;
         let (op, at) = d.prepare_read(&self.conn, payload)?;
-        let started = READ_SCRATCH.with(|s| d.store.start_read(0, 0, at, &s.cq));
+        // Each read on this thread has a key of its own, so that the
+        // reused queue could never give one read another's completion
+        // (none is left behind: a read returns once all of its I/O has
+        // landed, but a key costs nothing).
+        let (key, started) = READ_SCRATCH.with(|s| {
+            let key = s.next_key.get();
+            s.next_key.set((key + 1) & KEY_MASK);
+            (key, d.store.start_read(key, 0, at, &s.cq))
+        });
         Ok(match started {
             Ok(StartedRead::Pending(mut read)) => READ_SCRATCH
                 .with(|s| {
@@ -200,7 +208,9 @@ impl LocalSession {
                     while !landed {
                         s.cq.wait_into(&mut done);
                         for c in done.drain(..) {
-                            landed |= read.absorb(c);
+                            if read_key_of(c.tag) == key {
+                                landed |= read.absorb(c);
+                            }
                         }
                     }
                     s.done.set(done);
@@ -239,13 +249,18 @@ impl LocalSession {
 /// session, kept between reads (a read then allocates nothing of its own).
 struct ReadScratch {
     cq: CompletionQueue,
+    next_key: Cell<u64>,
     done: Cell<Vec<Completion>>,
     results: Cell<Vec<(u64, crate::store::Result<crate::store::Segments>)>>,
 }
 
+/// Read keys stay below 2^44 (see `Store::start_read`).
+const KEY_MASK: u64 = (1 << 44) - 1;
+
 thread_local! {
     static READ_SCRATCH: ReadScratch = ReadScratch {
         cq: CompletionQueue::new(),
+        next_key: Cell::new(0),
         done: Cell::new(Vec::new()),
         results: Cell::new(Vec::new()),
     };
