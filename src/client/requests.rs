@@ -13,6 +13,32 @@ use super::{
 };
 use crate::proto::{Op, Status, TOKEN_BYTES, Writer};
 
+/// Appends the pieces of a read at `offset` to `out` if they follow one
+/// another from `offset` on with no hole (`None`) or gap: `Data`; else
+/// appends nothing: `Partial`. The one rule of [`Requests::read_whole`],
+/// for every way of answering it.
+pub fn append_whole<'a>(
+    out: &mut Vec<u8>,
+    offset: u64,
+    pieces: impl IntoIterator<Item = Option<(u64, &'a [u8])>>,
+) -> WholeRead {
+    let start = out.len();
+    let mut at = offset;
+    for piece in pieces {
+        match piece {
+            Some((off, data)) if off == at => {
+                out.extend_from_slice(data);
+                at += data.len() as u64;
+            }
+            _ => {
+                out.truncate(start);
+                return WholeRead::Partial;
+            }
+        }
+    }
+    WholeRead::Data
+}
+
 /// The requests of the protocol, each one call, from many threads at once.
 pub trait Requests: Send + Sync {
     /// Send a request and wait for its reply: (status, body).
@@ -84,23 +110,14 @@ pub trait Requests: Send + Sync {
         out: &mut Vec<u8>,
     ) -> Result<WholeRead> {
         Ok(match self.read(c, offset, len)? {
-            ReadReply::Data(segs) => {
-                let start = out.len();
-                let mut at = offset;
-                for s in &segs {
-                    match s {
-                        ReadSegment::Data { offset, data } if *offset == at => {
-                            out.extend_from_slice(data);
-                            at += data.len() as u64;
-                        }
-                        _ => {
-                            out.truncate(start);
-                            return Ok(WholeRead::Partial);
-                        }
-                    }
-                }
-                WholeRead::Data
-            }
+            ReadReply::Data(segs) => append_whole(
+                out,
+                offset,
+                segs.iter().map(|s| match s {
+                    ReadSegment::Data { offset, data } => Some((*offset, data.as_slice())),
+                    ReadSegment::Hole { .. } => None,
+                }),
+            ),
             ReadReply::NoData => WholeRead::NoData,
             ReadReply::Stale => WholeRead::Stale,
             ReadReply::Revalidate => WholeRead::Revalidate,
@@ -176,5 +193,32 @@ pub trait Requests: Send + Sync {
     /// Returns once every acknowledged write is on the device.
     fn flush_cache(&self) -> Result<()> {
         self.call(Op::Flush, &[]).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WholeRead, append_whole};
+
+    #[test]
+    fn only_pieces_that_follow_on_from_the_offset_are_whole() {
+        let mut out = b"x".to_vec();
+        let (a, b) = ([1u8; 4], [2u8; 4]);
+        let whole = [Some((0, &a[..])), Some((4, &b[..]))];
+        assert_eq!(append_whole(&mut out, 0, whole), WholeRead::Data);
+        assert_eq!(out, [&b"x"[..], &a, &b].concat());
+        let mut out = Vec::new();
+        assert_eq!(
+            append_whole(&mut out, 100, []),
+            WholeRead::Data,
+            "at the end"
+        );
+        assert!(out.is_empty());
+        let hole = [Some((0, &a[..])), None];
+        assert_eq!(append_whole(&mut out, 0, hole), WholeRead::Partial);
+        assert!(out.is_empty(), "nothing appended");
+        let gap = [Some((8, &a[..]))];
+        assert_eq!(append_whole(&mut out, 0, gap), WholeRead::Partial, "a gap");
+        assert!(out.is_empty());
     }
 }

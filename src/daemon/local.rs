@@ -19,7 +19,7 @@ use super::handlers::from_cache_error;
 use super::lifecycle::{Lifecycle, close, housekeeping};
 use super::reads::read_reply;
 use super::server::{Daemon, own_uid};
-use crate::client::{self, Frame, Requests, WholeRead, ZapEvent};
+use crate::client::{self, Frame, Requests, WholeRead, ZapEvent, append_whole};
 use crate::cookie::{CacheError, ReadOutcome};
 use crate::io::{Completion, CompletionQueue, IoBuf};
 use crate::proto::{self, Op, Status};
@@ -323,29 +323,14 @@ impl Requests for LocalSession {
             Ok(Err(e)) => status(from_cache_error(&e)),
             Ok(Ok(ReadOutcome::NoData)) => Ok(WholeRead::NoData),
             Ok(Ok(ReadOutcome::Stale)) => Ok(WholeRead::Stale),
-            Ok(Ok(ReadOutcome::Data(segs))) => {
-                let start = out.len();
-                let mut at = offset;
-                let mut whole = true;
-                for s in &segs {
-                    match s {
-                        Segment::Data { offset, data } if *offset == at => {
-                            out.extend_from_slice(data);
-                            at += data.len() as u64;
-                        }
-                        _ => {
-                            whole = false;
-                            break;
-                        }
-                    }
-                }
-                if whole {
-                    Ok(WholeRead::Data)
-                } else {
-                    out.truncate(start);
-                    Ok(WholeRead::Partial)
-                }
-            }
+            Ok(Ok(ReadOutcome::Data(segs))) => Ok(append_whole(
+                out,
+                offset,
+                segs.iter().map(|s| match s {
+                    Segment::Data { offset, data } => Some((*offset, &data[..])),
+                    Segment::Hole { .. } => None,
+                }),
+            )),
         };
         self.d.latency.observe(Op::Read, received);
         r
