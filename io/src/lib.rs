@@ -219,6 +219,15 @@ impl CompletionQueue {
         Self::default()
     }
 
+    /// A new, empty queue with room for `n` completions before it grows:
+    /// a reader that keeps up to `n` requests in flight never allocates
+    /// for its completions, however they bunch up.
+    pub fn with_capacity(n: usize) -> Self {
+        let q = Self::default();
+        q.lock().done.reserve(n);
+        q
+    }
+
     fn lock(&self) -> MutexGuard<'_, CqState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -41,7 +41,8 @@ impl PsyncEngine {
         let shared = Arc::new(Shared {
             file,
             device_bytes,
-            queue: Mutex::new((VecDeque::new(), false)),
+            // Full size from the start: the queue never grows while in use.
+            queue: Mutex::new((VecDeque::with_capacity(QUEUE_LIMIT), false)),
             work: Condvar::new(),
             space: Condvar::new(),
         });

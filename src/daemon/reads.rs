@@ -50,11 +50,14 @@ pub(super) const SUBMIT_BATCH: usize = 8;
 
 impl<'d> ConnReads<'d> {
     pub(super) fn new() -> Self {
-        let cq = CompletionQueue::new();
+        // Room for a full pipeline of reads from the start (see
+        // `ReadQueue::new`): nothing grows once the connection is warm.
+        let room = crate::store::ReadQueue::ROOM;
+        let cq = CompletionQueue::with_capacity(room);
         ConnReads {
             outbox: Arc::new(Outbox::new(cq.clone())),
             cq,
-            table: Mutex::new(slab::Slab::new()),
+            table: Mutex::new(slab::Slab::with_capacity(room)),
             ops: Mutex::new(Vec::new()),
         }
     }

@@ -232,11 +232,11 @@ impl Store {
         SCRATCH.with(|scratch| {
             // A reentrant call (none is made today) gets fresh vectors
             // instead of a borrow panic.
-            let mut fresh = FinishScratch::default();
+            let mut fresh = None;
             let mut guard = scratch.try_borrow_mut();
             let s = match guard.as_mut() {
                 Ok(s) => &mut **s,
-                Err(_) => &mut fresh,
+                Err(_) => fresh.insert(FinishScratch::new()),
             };
             // The crcs of what was read depend only on the plan and the
             // bytes: computed before the lock, only compared under it.
@@ -377,12 +377,23 @@ impl Store {
 
 /// What [`Store::finish_reads`] reuses from one batch to the next on a
 /// thread: the batch's plans and their blocks' crcs.
-#[derive(Default)]
 struct FinishScratch {
     plans: Vec<(ReadPlan, usize)>,
     crcs: Vec<u32>,
 }
 
+impl FinishScratch {
+    /// Sized up front for a full [`ReadQueue`](super::ReadQueue) of small
+    /// reads (or a few large ones), so that a batch bigger than any before
+    /// it does not make the steady state allocate.
+    fn new() -> Self {
+        FinishScratch {
+            plans: Vec::with_capacity(super::ReadQueue::ROOM),
+            crcs: Vec::with_capacity(1024),
+        }
+    }
+}
+
 thread_local! {
-    static SCRATCH: RefCell<FinishScratch> = RefCell::new(FinishScratch::default());
+    static SCRATCH: RefCell<FinishScratch> = RefCell::new(FinishScratch::new());
 }

@@ -160,17 +160,25 @@ pub struct ReadQueue<'a> {
 }
 
 impl<'a> ReadQueue<'a> {
-    /// An empty queue on `store`.
+    /// An empty queue on `store`. Its vectors start at room for
+    /// [`ReadQueue::ROOM`] reads (and pieces), so that at up to that depth
+    /// none of them grows after its first use: how completions bunch up
+    /// varies from run to run, and a vector sized by the largest bunch
+    /// seen so far would grow (allocate) whenever a new largest came.
     pub fn new(store: &'a Store) -> Self {
+        let room = Self::ROOM;
         ReadQueue {
             store,
-            cq: CompletionQueue::new(),
-            plans: slab::Slab::new(),
-            done: Vec::new(),
-            landed: Vec::new(),
-            ready: Vec::new(),
+            cq: CompletionQueue::with_capacity(room),
+            plans: slab::Slab::with_capacity(room),
+            done: Vec::with_capacity(room),
+            landed: Vec::with_capacity(room),
+            ready: Vec::with_capacity(room),
         }
     }
+
+    /// Reads (and pieces of reads) a new queue has room for.
+    pub const ROOM: usize = 64;
 
     /// Reads queued or in flight.
     pub fn in_flight(&self) -> usize {
