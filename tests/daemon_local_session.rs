@@ -137,7 +137,7 @@ impl Requests for Plain<'_> {
 /// `read_whole` of a session answers as a read through its reply would,
 /// in every case the mount meets: no promise, whole data, a hole, the end
 /// of the object, past it, a cookie not in use; and appends only when
-/// whole.
+/// whole. `start_read_whole` (the session's read thread) answers the same.
 #[test]
 fn a_sessions_whole_read_answers_as_its_reply_would() {
     use ringcache::client::WholeRead;
@@ -157,6 +157,18 @@ fn a_sessions_whole_read_answers_as_its_reply_would() {
         let slow = plain.read_whole(c, off, len, &mut b);
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "at {off}+{len}");
         assert_eq!(a, b, "at {off}+{len}");
+        // Handed to the session's read thread: the same answer.
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.start_read_whole(
+            c,
+            off,
+            len,
+            b"prefix".to_vec(),
+            Box::new(move |r, out| tx.send((format!("{r:?}"), out)).unwrap()),
+        );
+        let (later, out) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(later, format!("{slow:?}"), "handed over, at {off}+{len}");
+        assert_eq!(out, b, "handed over, at {off}+{len}");
         (fast, a)
     };
     assert_eq!(both(0, 4096).0.unwrap(), WholeRead::Revalidate);
@@ -189,6 +201,174 @@ fn a_sessions_whole_read_answers_as_its_reply_would() {
     assert!(r.is_err(), "offset and length overflow: {r:?}");
     s.unuse_cookie(c).unwrap();
     assert_eq!(both(0, 4096).0.unwrap(), WholeRead::NoData);
+    drop(s);
+    e.close().unwrap();
+}
+
+/// Reads handed to a session's read thread from several threads at once:
+/// each answered once, with its own bytes; reads that arrive together go
+/// to the device together (fewer submissions than reads); a session
+/// dropped with reads outstanding answers them all first; and an answer
+/// that drops the last handle of its session does not hang the thread.
+#[test]
+fn reads_handed_to_the_read_thread_are_each_answered_with_their_bytes() {
+    use ringcache::client::{ReadWholeDone, WholeRead};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Embedded::open(cfg(tmp.path())).unwrap();
+    let s = Arc::new(e.session().unwrap());
+    let vol = s.acquire_volume(b"ringfs.local", b"").unwrap();
+    s.declare_server(vol, b"srv", 1).unwrap();
+    const BLOCKS: u64 = 256;
+    let c = s
+        .acquire_cookie(vol, b"f", &7u64.to_le_bytes(), BLOCKS * 4096)
+        .unwrap();
+    s.use_cookie(c, false).unwrap();
+    let t = s.begin_fetch(c).unwrap();
+    assert!(
+        s.revalidate(c, &t, 7, BLOCKS * 4096, 600_000)
+            .unwrap()
+            .installed
+    );
+    // Block i holds the byte i (mod 251) and its number.
+    let block = |i: u64| {
+        let mut b = vec![(i % 251) as u8; 4096];
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        b
+    };
+    for i in 0..BLOCKS {
+        assert_eq!(
+            s.write_fetched(c, &t, 7, i * 4096, &block(i)).unwrap(),
+            Status::Ok
+        );
+    }
+    // A counter of the daemon's metrics (Prometheus text).
+    let stat = |s: &dyn Requests, name: &str| -> u64 {
+        let text = s.metrics().unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|n| n.contains(name))
+            })
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
+    };
+    let subs_before = stat(&*s, "read_submissions");
+    const THREADS: u64 = 4;
+    const PER: u64 = 2000;
+    let wrong = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (s, wrong) = (s.clone(), wrong.clone());
+            std::thread::spawn(move || {
+                let (tx, rx) = std::sync::mpsc::channel::<u64>();
+                let mut out = 0;
+                for n in 0..PER {
+                    let i = (n * 7 + t * 31) % BLOCKS;
+                    let (tx, wrong, want) = (tx.clone(), wrong.clone(), block(i));
+                    let done: ReadWholeDone = Box::new(move |r, got| {
+                        if !matches!(r, Ok(WholeRead::Data)) || got != want {
+                            wrong.fetch_add(1, Ordering::SeqCst);
+                        }
+                        tx.send(i).unwrap();
+                    });
+                    s.start_read_whole(c, i * 4096, 4096, Vec::new(), done);
+                    out += 1;
+                    // Up to 16 outstanding per thread.
+                    while out >= 16 {
+                        rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+                        out -= 1;
+                    }
+                }
+                for _ in 0..out {
+                    rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(wrong.load(Ordering::SeqCst), 0, "reads answered wrongly");
+    let subs = stat(&*s, "read_submissions") - subs_before;
+    println!("{} reads in {subs} submissions", THREADS * PER);
+    assert!(
+        subs < THREADS * PER,
+        "{subs} submissions for {} reads: none went together",
+        THREADS * PER
+    );
+
+    // Dropped with reads outstanding: every one is answered first.
+    let answered = Arc::new(AtomicU64::new(0));
+    for i in 0..64 {
+        let answered = answered.clone();
+        s.start_read_whole(
+            c,
+            i * 4096,
+            4096,
+            Vec::new(),
+            Box::new(move |r, _| {
+                assert!(matches!(r, Ok(WholeRead::Data)), "{r:?}");
+                answered.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+    }
+    let s = Arc::into_inner(s).expect("the threads' handles are gone");
+    drop(s);
+    assert_eq!(answered.load(Ordering::SeqCst), 64, "reads lost at drop");
+
+    // An answer that drops the session's last handle.
+    let s = Arc::new(e.session().unwrap());
+    let vol = s.acquire_volume(b"ringfs.local", b"").unwrap();
+    s.declare_server(vol, b"srv", 1).unwrap();
+    let c = s
+        .acquire_cookie(vol, b"f", &7u64.to_le_bytes(), BLOCKS * 4096)
+        .unwrap();
+    s.use_cookie(c, false).unwrap();
+    let promise = |s: &dyn Requests, c| {
+        let t = s.begin_fetch(c).unwrap();
+        let rv = s.revalidate(c, &t, 7, BLOCKS * 4096, 600_000).unwrap();
+        assert!(rv.kept, "the same version keeps the data: {rv:?}");
+    };
+    promise(&*s, c);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holder = Arc::new(std::sync::Mutex::new(Some(s.clone())));
+    {
+        let holder = holder.clone();
+        s.start_read_whole(
+            c,
+            0,
+            4096,
+            Vec::new(),
+            Box::new(move |r, got| {
+                // The session goes with the answer's last handle.
+                drop(holder.lock().unwrap().take());
+                tx.send((format!("{r:?}"), got == block(0))).unwrap();
+            }),
+        );
+    }
+    drop(s);
+    let (r, same) = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+    assert_eq!(r, "Ok(Data)");
+    assert!(same, "the cached bytes");
+    assert!(holder.lock().unwrap().is_none());
+    // The cache is still served by a new session.
+    let s = e.session().unwrap();
+    let vol = s.acquire_volume(b"ringfs.local", b"").unwrap();
+    s.declare_server(vol, b"srv", 1).unwrap();
+    let c = s
+        .acquire_cookie(vol, b"f", &7u64.to_le_bytes(), BLOCKS * 4096)
+        .unwrap();
+    s.use_cookie(c, false).unwrap();
+    promise(&s, c);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.read_whole(c, 4096, 4096, &mut out).unwrap(),
+        WholeRead::Data
+    );
+    assert_eq!(out, block(1));
     drop(s);
     e.close().unwrap();
 }

@@ -412,7 +412,7 @@ mod callback;
 mod requests;
 mod shared;
 pub use callback::{Revalidation, ZapEvent};
-pub use requests::{Requests, append_whole};
+pub use requests::{ReadWholeDone, Requests, append_whole};
 pub use shared::SharedClient;
 
 /// Request payloads, shared by the clients. A length that does not fit

@@ -39,6 +39,10 @@ pub fn append_whole<'a>(
     WholeRead::Data
 }
 
+/// What [`Requests::start_read_whole`] calls with a read's outcome and
+/// the buffer its bytes were appended to.
+pub type ReadWholeDone = Box<dyn FnOnce(Result<WholeRead>, Vec<u8>) + Send>;
+
 /// The requests of the protocol, each one call, from many threads at once.
 pub trait Requests: Send + Sync {
     /// Send a request and wait for its reply: (status, body).
@@ -122,6 +126,25 @@ pub trait Requests: Send + Sync {
             ReadReply::Stale => WholeRead::Stale,
             ReadReply::Revalidate => WholeRead::Revalidate,
         })
+    }
+
+    /// [`Requests::read_whole`], answered later: `done` gets the outcome
+    /// and `out` with the bytes appended. It may be called on another
+    /// thread, and before this returns. The default reads here and now;
+    /// a session in this process hands the read to its read thread,
+    /// which sends the reads that arrive together to the device in one
+    /// submission and answers each as its I/O completes, so the caller
+    /// never waits for the device.
+    fn start_read_whole(
+        &self,
+        c: CookieHandle,
+        offset: u64,
+        len: u32,
+        mut out: Vec<u8>,
+        done: ReadWholeDone,
+    ) {
+        let r = self.read_whole(c, offset, len, &mut out);
+        done(r, out);
     }
 
     fn query_occupancy(&self, c: CookieHandle) -> Result<Vec<(u64, u64)>> {

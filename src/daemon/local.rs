@@ -15,15 +15,15 @@ use std::time::Instant;
 use super::Config;
 use super::connection::{Conn, Peer};
 use super::events::{EVENT_TAG, Outbox};
-use super::handlers::from_cache_error;
 use super::lifecycle::{Lifecycle, close, housekeeping};
+use super::local_reads::{self, Handed, ReadThread, whole_of};
 use super::reads::read_reply;
-use super::server::{Daemon, own_uid};
-use crate::client::{self, Frame, Requests, WholeRead, ZapEvent, append_whole};
+use super::server::{Daemon, lock, own_uid};
+use crate::client::{self, Frame, ReadWholeDone, Requests, WholeRead, ZapEvent};
 use crate::cookie::{CacheError, ReadOutcome};
 use crate::io::{Completion, CompletionQueue, IoBuf};
 use crate::proto::{self, Op, Status};
-use crate::store::{Segment, StartedRead, read_key_of};
+use crate::store::{StartedRead, read_key_of};
 
 /// Tag of the completion that ends [`LocalSession::wait_zaps`] (no read
 /// key or event tag comes near it).
@@ -111,7 +111,10 @@ impl Drop for Embedded {
 /// One in-process session: the protocol's requests without the socket.
 pub struct LocalSession {
     d: Arc<Daemon>,
-    conn: Mutex<Conn>,
+    conn: Arc<Mutex<Conn>>,
+    /// The read thread of [`Requests::start_read_whole`], started by the
+    /// first such read.
+    reader: Mutex<Option<Reader>>,
     peer: Peer,
     /// Zap events land here (the daemon's outbox wakes `events`).
     outbox: Arc<Outbox>,
@@ -132,11 +135,12 @@ impl LocalSession {
             std::fs::metadata("/proc/self").map_or(0, |m| m.gid())
         };
         LocalSession {
-            conn: Mutex::new(Conn {
+            conn: Arc::new(Mutex::new(Conn {
                 id,
                 version: proto::VERSION,
                 ..Conn::default()
-            }),
+            })),
+            reader: Mutex::new(None),
             peer: Peer { uid, gid },
             outbox,
             events,
@@ -245,6 +249,49 @@ impl LocalSession {
     }
 }
 
+/// A session's read thread.
+struct Reader {
+    shared: Arc<ReadThread>,
+    thread: JoinHandle<()>,
+}
+
+impl LocalSession {
+    /// The read thread, started if need be; `None` if it cannot be.
+    fn reader(&self) -> Option<Arc<ReadThread>> {
+        let mut r = lock(&self.reader);
+        if let Some(r) = &*r {
+            return Some(r.shared.clone());
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let shared = match ReadThread::new() {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::warn!("cannot make a session's read thread: {e}");
+                return None;
+            }
+        };
+        let (d, conn, sh) = (self.d.clone(), self.conn.clone(), shared.clone());
+        match std::thread::Builder::new()
+            .name("ringcache-reads".into())
+            .spawn(move || local_reads::serve(d, conn, sh))
+        {
+            Ok(thread) => {
+                *r = Some(Reader {
+                    shared: shared.clone(),
+                    thread,
+                });
+                Some(shared)
+            }
+            Err(e) => {
+                tracing::warn!("cannot start a session's read thread: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// A thread's completion queue and vectors for its reads through a
 /// session, kept between reads (a read then allocates nothing of its own).
 struct ReadScratch {
@@ -264,6 +311,15 @@ thread_local! {
         done: Cell::new(Vec::new()),
         results: Cell::new(Vec::new()),
     };
+}
+
+/// A Read request's body.
+fn read_payload(c: client::CookieHandle, offset: u64, len: u32) -> [u8; 16] {
+    let mut payload = [0u8; 16];
+    payload[..4].copy_from_slice(&c.0.to_le_bytes());
+    payload[4..8].copy_from_slice(&len.to_le_bytes());
+    payload[8..].copy_from_slice(&offset.to_le_bytes());
+    payload
 }
 
 /// A frame as the client sees it.
@@ -298,6 +354,42 @@ impl Requests for LocalSession {
         false
     }
 
+    fn start_read_whole(
+        &self,
+        c: client::CookieHandle,
+        offset: u64,
+        len: u32,
+        out: Vec<u8>,
+        done: ReadWholeDone,
+    ) {
+        self.d.requests.fetch_add(1, Ordering::Relaxed);
+        let handed = Handed {
+            payload: read_payload(c, offset, len),
+            offset,
+            out,
+            done,
+            received: Instant::now(),
+        };
+        let handed = match self.reader() {
+            Some(r) => match r.start(handed) {
+                Ok(()) => return,
+                Err(h) => h,
+            },
+            None => handed,
+        };
+        // No read thread (the session is closing): read here.
+        let Handed {
+            payload,
+            received,
+            done,
+            out: mut buf,
+            ..
+        } = handed;
+        let r = whole_of(self.read_outcome(&payload), offset, &mut buf);
+        self.d.latency.observe(Op::Read, received);
+        done(r, buf);
+    }
+
     fn read_whole(
         &self,
         c: client::CookieHandle,
@@ -307,31 +399,8 @@ impl Requests for LocalSession {
     ) -> client::Result<WholeRead> {
         self.d.requests.fetch_add(1, Ordering::Relaxed);
         let received = Instant::now();
-        let mut payload = [0u8; 16];
-        payload[..4].copy_from_slice(&c.0.to_le_bytes());
-        payload[4..8].copy_from_slice(&len.to_le_bytes());
-        payload[8..].copy_from_slice(&offset.to_le_bytes());
-        // A status as a client reading the reply would take it.
-        let status = |st: Status| match st {
-            Status::NoData => Ok(WholeRead::NoData),
-            Status::Stale => Ok(WholeRead::Stale),
-            Status::Revalidate => Ok(WholeRead::Revalidate),
-            st => Err(client::ClientError::Status(st)),
-        };
-        let r = match self.read_outcome(&payload) {
-            Err(st) => status(st),
-            Ok(Err(e)) => status(from_cache_error(&e)),
-            Ok(Ok(ReadOutcome::NoData)) => Ok(WholeRead::NoData),
-            Ok(Ok(ReadOutcome::Stale)) => Ok(WholeRead::Stale),
-            Ok(Ok(ReadOutcome::Data(segs))) => Ok(append_whole(
-                out,
-                offset,
-                segs.iter().map(|s| match s {
-                    Segment::Data { offset, data } => Some((*offset, &data[..])),
-                    Segment::Hole { .. } => None,
-                }),
-            )),
-        };
+        let payload = read_payload(c, offset, len);
+        let r = whole_of(self.read_outcome(&payload), offset, out);
         self.d.latency.observe(Op::Read, received);
         r
     }
@@ -340,6 +409,22 @@ impl Requests for LocalSession {
 impl Drop for LocalSession {
     fn drop(&mut self) {
         self.close_events();
+        // The reads handed over are answered (their accesses ended) before
+        // the session's cookies are given back.
+        let reader = lock(&self.reader).take();
+        if let Some(r) = reader {
+            if r.thread.thread().id() == std::thread::current().id() {
+                // Dropped by a read's own answer, whose access is still
+                // held: the thread gives the cookies back once it has
+                // answered the rest (it cannot wait for itself).
+                r.shared.stop_and_clean_up();
+                return;
+            }
+            r.shared.stop();
+            if r.thread.join().is_err() {
+                tracing::error!("a session's read thread panicked");
+            }
+        }
         self.d.cleanup(&self.conn);
         self.d.connections.fetch_sub(1, Ordering::Relaxed);
     }

@@ -32,6 +32,7 @@ mod frames;
 mod handlers;
 mod lifecycle;
 mod local;
+mod local_reads;
 mod metrics;
 mod metrics_http;
 mod reads;

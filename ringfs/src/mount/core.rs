@@ -41,6 +41,9 @@ pub struct Tunables {
     pub ttl: Duration,
     /// Fetch unit (aligned).
     pub chunk: u64,
+    /// Threads for the reads the cache's read thread hands back (misses,
+    /// revalidations: they wait for the server).
+    pub fallback_threads: usize,
 }
 
 impl Default for Tunables {
@@ -49,6 +52,7 @@ impl Default for Tunables {
             margin: Duration::from_secs(10),
             ttl: Duration::from_secs(1),
             chunk: 1 << 20,
+            fallback_threads: 16,
         }
     }
 }
@@ -115,7 +119,17 @@ pub struct Core {
     fetching: Mutex<HashSet<(u64, u64)>>,
     fetched: Condvar,
     pub stats: MountStats,
+    /// Reads started by [`Core::read_then`] and not answered yet.
+    reads_out: AtomicU64,
+    /// The fallback threads' queue, made on first use.
+    fallback: Mutex<Option<Sender<Job>>>,
 }
+
+/// What answers a read of [`Core::read_then`].
+pub type Answer = Box<dyn FnOnce(FsResult<Vec<u8>>) + Send>;
+
+/// Work for a fallback thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 impl Core {
     pub fn new(
@@ -136,6 +150,58 @@ impl Core {
             fetching: Mutex::new(HashSet::new()),
             fetched: Condvar::new(),
             stats: MountStats::default(),
+            reads_out: AtomicU64::new(0),
+            fallback: Mutex::new(None),
+        }
+    }
+
+    /// Run `job` on a fallback thread (here, if none can be started).
+    fn on_fallback(&self, job: Job) {
+        let mut q = lock(&self.fallback);
+        if q.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let rx = std::sync::Arc::new(Mutex::new(rx));
+            let mut started = 0;
+            for i in 0..self.tun.fallback_threads.max(1) {
+                let rx = rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("ringfs-fetch-{i}"))
+                    .spawn(move || {
+                        loop {
+                            // The lock is held only to take a job.
+                            let job = lock(&rx).recv();
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                match spawned {
+                    Ok(_) => started += 1,
+                    Err(e) => tracing::warn!("cannot start a fetch thread: {e}"),
+                }
+            }
+            if started > 0 {
+                *q = Some(tx);
+            }
+        }
+        let job = match q.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => job,
+        };
+        drop(q);
+        job();
+    }
+
+    /// Wait (at most `limit`) until every read of [`Core::read_then`] is
+    /// answered.
+    pub fn quiesce(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.reads_out.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -370,6 +436,62 @@ impl Core {
             Err(e) => self.cache_failed(conn, &e),
         }
         Ok(())
+    }
+
+    /// Reads as [`Core::read`] does, answering through `answer`. A read
+    /// of a cached file goes to the cache's read thread (the store in this
+    /// process batches the reads that arrive together into one submission
+    /// and answers each as its I/O completes), so the calling FUSE thread
+    /// goes back for the next request at once; what the cache cannot
+    /// answer (a miss, a revalidation) is finished on a fallback thread,
+    /// never on the cache's read thread. Without a cookie it reads here.
+    pub fn read_then(self: &std::sync::Arc<Self>, ino: u64, off: u64, size: u32, answer: Answer) {
+        let Some((conn, h)) = self.cookie(ino) else {
+            return answer(self.fetch(None, ino, off, size));
+        };
+        self.reads_out.fetch_add(1, Ordering::SeqCst);
+        let core = self.clone();
+        let answer: Answer = Box::new(move |r| {
+            answer(r);
+            core.reads_out.fetch_sub(1, Ordering::SeqCst);
+        });
+        let core = self.clone();
+        let here = std::thread::current().id();
+        let client = conn.client.clone();
+        let out = Vec::with_capacity(size as usize);
+        client.start_read_whole(
+            h,
+            off,
+            size,
+            out,
+            Box::new(move |r, data| {
+                if let Ok(WholeRead::Data) = r {
+                    core.stats.cache_reads.fetch_add(1, Ordering::Relaxed);
+                    return answer(Ok(data));
+                }
+                let c = core.clone();
+                let rest: Job = Box::new(move || {
+                    answer(match r {
+                        // The promise lapsed: revalidate, then as a read.
+                        Ok(WholeRead::Revalidate) => c.read(ino, off, size),
+                        Ok(_) | Err(CacheError::Status(ringcache::proto::Status::Range)) => {
+                            c.fetch(Some((&conn, h)), ino, off, size)
+                        }
+                        Err(e) => {
+                            c.cache_failed(&conn, &e);
+                            c.fetch(None, ino, off, size)
+                        }
+                    })
+                });
+                if std::thread::current().id() == here {
+                    // Answered on the calling thread (a cache whose reads
+                    // are synchronous): no hand-off.
+                    rest();
+                } else {
+                    core.on_fallback(rest);
+                }
+            }),
+        );
     }
 
     /// Reads `size` bytes at `off` of file `ino`.

@@ -574,10 +574,15 @@ impl Filesystem for RingFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.core.read(ino.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(e),
-        }
+        self.core.read_then(
+            ino.0,
+            offset,
+            size,
+            Box::new(move |r| match r {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(e),
+            }),
+        );
     }
 
     fn write(

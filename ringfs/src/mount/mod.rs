@@ -183,12 +183,14 @@ pub fn run(cfg: MountConfig) -> anyhow::Result<()> {
         }
     };
     let (tx, rx) = channel();
+    let mut tun = cfg.tun;
+    tun.fallback_threads = cfg.threads.max(1);
     let core = Arc::new(Core::new(
         server,
         cache,
         nodes::Table::new(root.attr),
         tx,
-        cfg.tun,
+        tun,
     ));
     let _ = slot.set(Arc::downgrade(&core));
 
@@ -243,6 +245,9 @@ pub fn run(cfg: MountConfig) -> anyhow::Result<()> {
     }
     tracing::info!(server = %cfg.server, mountpoint = %cfg.mountpoint.display(), "mounted");
     let served = session.run();
+    // Reads handed to the cache's read thread or the fetch threads are
+    // answered (to a kernel that no longer listens) before the cookies go.
+    core.quiesce(cfg.timeout);
     // Unmounted: give everything back.
     let cookies = core.table().take_all_cookies();
     let mut embedded = None;
