@@ -205,6 +205,53 @@ fn a_sessions_whole_read_answers_as_its_reply_would() {
     e.close().unwrap();
 }
 
+/// Blocks of [`cached_file`].
+const BLOCKS: u64 = 256;
+
+/// Block i of [`cached_file`]: the byte i (mod 251) and its number.
+fn block(i: u64) -> Vec<u8> {
+    let mut b = vec![(i % 251) as u8; 4096];
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    b
+}
+
+/// A file of [`BLOCKS`] blocks, all cached, under a valid promise.
+fn cached_file(s: &dyn Requests) -> ringcache::client::CookieHandle {
+    let vol = s.acquire_volume(b"ringfs.local", b"").unwrap();
+    s.declare_server(vol, b"srv", 1).unwrap();
+    let c = s
+        .acquire_cookie(vol, b"f", &7u64.to_le_bytes(), BLOCKS * 4096)
+        .unwrap();
+    s.use_cookie(c, false).unwrap();
+    let t = s.begin_fetch(c).unwrap();
+    assert!(
+        s.revalidate(c, &t, 7, BLOCKS * 4096, 600_000)
+            .unwrap()
+            .installed
+    );
+    for i in 0..BLOCKS {
+        assert_eq!(
+            s.write_fetched(c, &t, 7, i * 4096, &block(i)).unwrap(),
+            Status::Ok
+        );
+    }
+    c
+}
+
+/// A counter of the daemon's metrics (Prometheus text).
+fn stat(s: &dyn Requests, name: &str) -> u64 {
+    let text = s.metrics().unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|n| n.contains(name))
+        })
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
+}
+
 /// Reads handed to a session's read thread from several threads at once:
 /// each answered once, with its own bytes; reads that arrive together go
 /// to the device together (fewer submissions than reads); a session
@@ -217,60 +264,29 @@ fn reads_handed_to_the_read_thread_are_each_answered_with_their_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let e = Embedded::open(cfg(tmp.path())).unwrap();
     let s = Arc::new(e.session().unwrap());
-    let vol = s.acquire_volume(b"ringfs.local", b"").unwrap();
-    s.declare_server(vol, b"srv", 1).unwrap();
-    const BLOCKS: u64 = 256;
-    let c = s
-        .acquire_cookie(vol, b"f", &7u64.to_le_bytes(), BLOCKS * 4096)
-        .unwrap();
-    s.use_cookie(c, false).unwrap();
-    let t = s.begin_fetch(c).unwrap();
-    assert!(
-        s.revalidate(c, &t, 7, BLOCKS * 4096, 600_000)
-            .unwrap()
-            .installed
-    );
-    // Block i holds the byte i (mod 251) and its number.
-    let block = |i: u64| {
-        let mut b = vec![(i % 251) as u8; 4096];
-        b[..8].copy_from_slice(&i.to_le_bytes());
-        b
-    };
-    for i in 0..BLOCKS {
-        assert_eq!(
-            s.write_fetched(c, &t, 7, i * 4096, &block(i)).unwrap(),
-            Status::Ok
-        );
-    }
-    // A counter of the daemon's metrics (Prometheus text).
-    let stat = |s: &dyn Requests, name: &str| -> u64 {
-        let text = s.metrics().unwrap();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find(|l| {
-                l.split_whitespace()
-                    .next()
-                    .is_some_and(|n| n.contains(name))
-            })
-            .and_then(|l| l.split_whitespace().last()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
-    };
+    let c = cached_file(&*s);
     let subs_before = stat(&*s, "read_submissions");
     const THREADS: u64 = 4;
     const PER: u64 = 2000;
     let wrong = Arc::new(AtomicU64::new(0));
+    let here = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (s, wrong) = (s.clone(), wrong.clone());
+            let (s, wrong, here) = (s.clone(), wrong.clone(), here.clone());
             std::thread::spawn(move || {
                 let (tx, rx) = std::sync::mpsc::channel::<u64>();
                 let mut out = 0;
+                let me = std::thread::current().id();
                 for n in 0..PER {
                     let i = (n * 7 + t * 31) % BLOCKS;
-                    let (tx, wrong, want) = (tx.clone(), wrong.clone(), block(i));
+                    let (tx, wrong, here, want) =
+                        (tx.clone(), wrong.clone(), here.clone(), block(i));
                     let done: ReadWholeDone = Box::new(move |r, got| {
                         if !matches!(r, Ok(WholeRead::Data)) || got != want {
                             wrong.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if std::thread::current().id() == me {
+                            here.fetch_add(1, Ordering::SeqCst);
                         }
                         tx.send(i).unwrap();
                     });
@@ -293,14 +309,22 @@ fn reads_handed_to_the_read_thread_are_each_answered_with_their_bytes() {
     }
     assert_eq!(wrong.load(Ordering::SeqCst), 0, "reads answered wrongly");
     let subs = stat(&*s, "read_submissions") - subs_before;
-    println!("{} reads in {subs} submissions", THREADS * PER);
+    let (here, all) = (here.load(Ordering::SeqCst), THREADS * PER);
+    println!("{all} reads in {subs} submissions, {here} read on their callers' threads");
+    // Under load the reads are handed over, even those that find none
+    // outstanding for a moment, and go to the device together.
     assert!(
-        subs < THREADS * PER,
-        "{subs} submissions for {} reads: none went together",
-        THREADS * PER
+        here < all / 10,
+        "{here} of {all} reads were not handed over"
+    );
+    assert!(
+        subs < (all - here) / 2,
+        "{subs} submissions for {} reads handed over: few went together",
+        all - here
     );
 
     // Dropped with reads outstanding: every one is answered first.
+    s.hand_over_every_read(true);
     let answered = Arc::new(AtomicU64::new(0));
     for i in 0..64 {
         let answered = answered.clone();
@@ -321,6 +345,7 @@ fn reads_handed_to_the_read_thread_are_each_answered_with_their_bytes() {
 
     // An answer that drops the session's last handle.
     let s = Arc::new(e.session().unwrap());
+    s.hand_over_every_read(true);
     let vol = s.acquire_volume(b"ringfs.local", b"").unwrap();
     s.declare_server(vol, b"srv", 1).unwrap();
     let c = s
@@ -369,6 +394,65 @@ fn reads_handed_to_the_read_thread_are_each_answered_with_their_bytes() {
         WholeRead::Data
     );
     assert_eq!(out, block(1));
+    drop(s);
+    e.close().unwrap();
+}
+
+/// A read that is alone (one thread reading, one read at a time) is read
+/// on its caller's thread, before `start_read_whole` returns, and does
+/// not go through the read thread; with `hand_over_every_read` every read
+/// is answered by the read thread.
+#[test]
+fn a_read_alone_is_read_on_its_callers_thread_unless_every_read_is_handed_over() {
+    use ringcache::client::WholeRead;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Embedded::open(cfg(tmp.path())).unwrap();
+    let s = e.session().unwrap();
+    let c = cached_file(&s);
+    const READS: u64 = 500;
+    // Reads one at a time; how many were answered on this thread, before
+    // start_read_whole returned.
+    let one_at_a_time = |s: &ringcache::daemon::LocalSession| {
+        let here = Arc::new(AtomicU64::new(0));
+        let me = std::thread::current().id();
+        for n in 0..READS {
+            let i = (n * 13) % BLOCKS;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let here = here.clone();
+            s.start_read_whole(
+                c,
+                i * 4096,
+                4096,
+                Vec::new(),
+                Box::new(move |r, got| {
+                    if std::thread::current().id() == me {
+                        here.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tx.send(matches!(r, Ok(WholeRead::Data)) && got == block(i))
+                        .unwrap();
+                }),
+            );
+            assert!(
+                rx.recv_timeout(Duration::from_secs(10)).expect("an answer"),
+                "read {n} (block {i}) answered wrongly"
+            );
+        }
+        here.load(Ordering::SeqCst)
+    };
+    let subs_before = stat(&s, "read_submissions");
+    assert_eq!(one_at_a_time(&s), READS, "reads alone handed over");
+    assert_eq!(
+        stat(&s, "read_submissions"),
+        subs_before,
+        "reads alone went through the read thread"
+    );
+    s.hand_over_every_read(true);
+    assert_eq!(one_at_a_time(&s), 0, "reads read on the caller's thread");
+    assert!(
+        stat(&s, "read_submissions") >= subs_before + READS,
+        "every read handed over is a submission of the read thread's"
+    );
     drop(s);
     e.close().unwrap();
 }

@@ -134,7 +134,10 @@ pub trait Requests: Send + Sync {
     /// a session in this process hands the read to its read thread,
     /// which sends the reads that arrive together to the device in one
     /// submission and answers each as its I/O completes, so the caller
-    /// never waits for the device.
+    /// does not wait for the device. (A read that is alone, with no other
+    /// outstanding nor others lately, it reads on the caller's thread,
+    /// which is faster at queue depth 1; `LocalSession::hand_over_every_read`
+    /// turns that off.)
     fn start_read_whole(
         &self,
         c: CookieHandle,

@@ -115,6 +115,9 @@ pub struct LocalSession {
     /// The read thread of [`Requests::start_read_whole`], started by the
     /// first such read.
     reader: Mutex<Option<Reader>>,
+    /// Every such read goes to the read thread, even one that is alone
+    /// (see [`LocalSession::hand_over_every_read`]).
+    hand_over_all: AtomicBool,
     peer: Peer,
     /// Zap events land here (the daemon's outbox wakes `events`).
     outbox: Arc<Outbox>,
@@ -141,12 +144,23 @@ impl LocalSession {
                 ..Conn::default()
             })),
             reader: Mutex::new(None),
+            hand_over_all: AtomicBool::new(false),
             peer: Peer { uid, gid },
             outbox,
             events,
             closed: AtomicBool::new(false),
             d,
         }
+    }
+
+    /// Hand every read of [`Requests::start_read_whole`] to the session's
+    /// read thread (`true`), or (`false`, the default) read one that is
+    /// alone, with no other read outstanding nor others lately, on the
+    /// caller's thread: that saves it two wake-ups, which at queue depth 1
+    /// is most of the latency a hand-over adds, but the caller then waits
+    /// for the device. For callers whose threads must never wait for it.
+    pub fn hand_over_every_read(&self, yes: bool) {
+        self.hand_over_all.store(yes, Ordering::Relaxed);
     }
 
     /// Waits for zap events; `None` once [`LocalSession::close_events`]
@@ -370,14 +384,20 @@ impl Requests for LocalSession {
             done,
             received: Instant::now(),
         };
-        let handed = match self.reader() {
-            Some(r) => match r.start(handed) {
-                Ok(()) => return,
-                Err(h) => h,
-            },
-            None => handed,
+        let reader = self.reader();
+        let handed = match &reader {
+            // Counted first, whoever reads it (the count ends with the
+            // answer).
+            Some(r) if !r.alone() || self.hand_over_all.load(Ordering::Relaxed) => {
+                match r.start(handed) {
+                    Ok(()) => return,
+                    Err(h) => h,
+                }
+            }
+            _ => handed,
         };
-        // No read thread (the session is closing): read here.
+        // The only read outstanding, or no read thread (the session is
+        // closing): read here.
         let Handed {
             payload,
             received,
@@ -388,6 +408,9 @@ impl Requests for LocalSession {
         let r = whole_of(self.read_outcome(&payload), offset, &mut buf);
         self.d.latency.observe(Op::Read, received);
         done(r, buf);
+        if let Some(r) = reader {
+            r.ended();
+        }
     }
 
     fn read_whole(
