@@ -14,6 +14,11 @@
 //! a mount fell from 0.75 to 0.44 of the raw device's rate), and there is
 //! nothing to batch it with.
 //!
+//! Between answers the thread looks at its queue again and sends what
+//! was handed over meanwhile to the device at once: an answer lets its
+//! reader ask again, and a read that waited for the rest of a batch's
+//! answers would leave the device idle.
+//!
 //! Sleeping: the thread waits in poll(2) on its eventfd (written by a
 //! hand-over that finds it asleep, and by the completion queue's waker
 //! for engines with threads of their own) and, while reads are in flight,
@@ -61,6 +66,8 @@ pub(super) struct ReadThread {
     /// How many reads were outstanding when one started, on average over
     /// the last few (sixteenths, decaying by an eighth per read).
     recent: AtomicUsize,
+    /// Reads in `queue` (a hint the thread checks between answers).
+    queued: AtomicUsize,
     wake: EventFd,
 }
 
@@ -79,6 +86,7 @@ impl ReadThread {
             clean_up: AtomicBool::new(false),
             outstanding: AtomicUsize::new(0),
             recent: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             wake,
         })
     }
@@ -116,6 +124,7 @@ impl ReadThread {
                 return Err(read);
             }
             q.push(read);
+            self.queued.store(q.len(), Ordering::Relaxed);
         }
         if self.asleep.swap(false, Ordering::SeqCst) {
             self.poke();
@@ -202,6 +211,66 @@ fn answer(
     shared.ended();
 }
 
+/// The read thread's reads: those in flight and its reused vectors.
+struct Reads<'d> {
+    d: &'d Daemon,
+    conn: &'d Mutex<Conn>,
+    shared: &'d ReadThread,
+    cq: CompletionQueue,
+    table: slab::Slab<InFlight<'d>>,
+    taken: Vec<Handed>,
+    ops: Vec<crate::io::Op>,
+}
+
+impl Reads<'_> {
+    /// Start the reads queued (up to a round of them), their I/O to the
+    /// device in one submission; false if none was queued.
+    fn take_and_submit(&mut self) -> bool {
+        let d = self.d;
+        let mut taken = std::mem::take(&mut self.taken);
+        {
+            let mut q = lock(&self.shared.queue);
+            let n = q.len().min(ROUND);
+            taken.extend(q.drain(..n));
+            self.shared.queued.store(q.len(), Ordering::Relaxed);
+        }
+        let took = !taken.is_empty();
+        for h in taken.drain(..) {
+            let (op, at) = match d.prepare_read(self.conn, &h.payload) {
+                Ok(p) => p,
+                Err(st) => {
+                    answer(d, self.shared, h, Err(st));
+                    continue;
+                }
+            };
+            let key = self.table.vacant_key() as u64;
+            match d.store.start_read_batched(key, 0, at, &mut self.ops) {
+                Ok(StartedRead::Pending(read)) => {
+                    self.table.insert(InFlight {
+                        read,
+                        op,
+                        handed: h,
+                    });
+                }
+                Ok(StartedRead::Done(r)) => {
+                    let outcome = op.read_done(r);
+                    answer(d, self.shared, h, Ok(outcome));
+                }
+                Err(e) => {
+                    let outcome = op.read_done(Err(e));
+                    answer(d, self.shared, h, Ok(outcome));
+                }
+            }
+        }
+        self.taken = taken;
+        if !self.ops.is_empty() {
+            d.read_submissions.fetch_add(1, Ordering::Relaxed);
+            d.store.submit_reads(&mut self.ops, &self.cq);
+        }
+        took
+    }
+}
+
 /// The read thread's loop, until [`ReadThread::stop`] and every read it
 /// took is answered.
 pub(super) fn serve(daemon: Arc<Daemon>, conn: Arc<Mutex<Conn>>, shared: Arc<ReadThread>) {
@@ -211,9 +280,15 @@ pub(super) fn serve(daemon: Arc<Daemon>, conn: Arc<Mutex<Conn>>, shared: Arc<Rea
         let shared = shared.clone();
         cq.set_waker(Arc::new(move || shared.poke()));
     }
-    let mut table: slab::Slab<InFlight<'_>> = slab::Slab::with_capacity(ROUND);
-    let mut taken: Vec<Handed> = Vec::with_capacity(ROUND);
-    let mut ops = Vec::with_capacity(ROUND);
+    let mut reads = Reads {
+        d,
+        conn: &conn,
+        shared: &shared,
+        cq,
+        table: slab::Slab::with_capacity(ROUND),
+        taken: Vec::with_capacity(ROUND),
+        ops: Vec::with_capacity(ROUND),
+    };
     let mut done: Vec<Completion> = Vec::with_capacity(ROUND);
     let mut landed: Vec<Handed> = Vec::with_capacity(ROUND);
     let mut ops_landed: Vec<Operation<'_>> = Vec::with_capacity(ROUND);
@@ -221,52 +296,16 @@ pub(super) fn serve(daemon: Arc<Daemon>, conn: Arc<Mutex<Conn>>, shared: Arc<Rea
     let mut results = Vec::with_capacity(ROUND);
     loop {
         // New reads: started, their I/O to the device in one submission.
-        {
-            let mut q = lock(&shared.queue);
-            let n = q.len().min(ROUND);
-            taken.extend(q.drain(..n));
-        }
-        let took = !taken.is_empty();
-        for h in taken.drain(..) {
-            let (op, at) = match d.prepare_read(&conn, &h.payload) {
-                Ok(p) => p,
-                Err(st) => {
-                    answer(d, &shared, h, Err(st));
-                    continue;
-                }
-            };
-            let key = table.vacant_key() as u64;
-            match d.store.start_read_batched(key, 0, at, &mut ops) {
-                Ok(StartedRead::Pending(read)) => {
-                    table.insert(InFlight {
-                        read,
-                        op,
-                        handed: h,
-                    });
-                }
-                Ok(StartedRead::Done(r)) => {
-                    let outcome = op.read_done(r);
-                    answer(d, &shared, h, Ok(outcome));
-                }
-                Err(e) => {
-                    let outcome = op.read_done(Err(e));
-                    answer(d, &shared, h, Ok(outcome));
-                }
-            }
-        }
-        if !ops.is_empty() {
-            d.read_submissions.fetch_add(1, Ordering::Relaxed);
-            d.store.submit_reads(&mut ops, &cq);
-        }
+        let took = reads.take_and_submit();
         // What completed: checked together, then answered.
-        cq.poll_into(&mut done);
+        reads.cq.poll_into(&mut done);
         let reaped = !done.is_empty();
         for c in done.drain(..) {
             let key = read_key_of(c.tag) as usize;
-            if let Some(r) = table.get_mut(key)
+            if let Some(r) = reads.table.get_mut(key)
                 && r.read.absorb(c)
             {
-                let r = table.remove(key);
+                let r = reads.table.remove(key);
                 pending.push(r.read);
                 ops_landed.push(r.op);
                 landed.push(r.handed);
@@ -283,6 +322,13 @@ pub(super) fn serve(daemon: Arc<Daemon>, conn: Arc<Mutex<Conn>>, shared: Arc<Rea
                 answer(d, &shared, h, Ok(outcome));
                 // The access ends after the answer (as a connection's).
                 drop(op);
+                // Each answer lets its reader ask again: reads handed over
+                // meanwhile go to the device now, not after the rest of
+                // the answers, so the device's queue does not drain while
+                // this thread writes replies.
+                if shared.queued.load(Ordering::Relaxed) > 0 {
+                    reads.take_and_submit();
+                }
             }
         }
         if took || reaped {
@@ -291,16 +337,16 @@ pub(super) fn serve(daemon: Arc<Daemon>, conn: Arc<Mutex<Conn>>, shared: Arc<Rea
         // Nothing to do: sleep, unless something came meanwhile.
         shared.asleep.store(true, Ordering::SeqCst);
         let queued = !lock(&shared.queue).is_empty();
-        if queued || !cq.arm_waker() {
+        if queued || !reads.cq.arm_waker() {
             shared.asleep.store(false, Ordering::SeqCst);
             continue;
         }
-        if shared.stop.load(Ordering::SeqCst) && table.is_empty() {
+        if shared.stop.load(Ordering::SeqCst) && reads.table.is_empty() {
             break;
         }
         let engine = d.store.engine();
         // Asked only with reads in flight (asking opens the lane's ring).
-        let ring = if table.is_empty() {
+        let ring = if reads.table.is_empty() {
             None
         } else {
             engine.wake_fd()
@@ -309,6 +355,7 @@ pub(super) fn serve(daemon: Arc<Daemon>, conn: Arc<Mutex<Conn>>, shared: Arc<Rea
         shared.asleep.store(false, Ordering::SeqCst);
         let _ = shared.wake.read();
     }
+    drop(reads);
     if shared.clean_up.load(Ordering::SeqCst) {
         d.cleanup(&conn);
         d.connections.fetch_sub(1, Ordering::Relaxed);
