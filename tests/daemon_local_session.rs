@@ -137,7 +137,8 @@ impl Requests for Plain<'_> {
 /// `read_whole` of a session answers as a read through its reply would,
 /// in every case the mount meets: no promise, whole data, a hole, the end
 /// of the object, past it, a cookie not in use; and appends only when
-/// whole. `start_read_whole` (the session's read thread) answers the same.
+/// whole. `start_read_whole` answers the same, read on the caller's
+/// thread or by the session's read thread.
 #[test]
 fn a_sessions_whole_read_answers_as_its_reply_would() {
     use ringcache::client::WholeRead;
@@ -157,18 +158,24 @@ fn a_sessions_whole_read_answers_as_its_reply_would() {
         let slow = plain.read_whole(c, off, len, &mut b);
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "at {off}+{len}");
         assert_eq!(a, b, "at {off}+{len}");
-        // Handed to the session's read thread: the same answer.
-        let (tx, rx) = std::sync::mpsc::channel();
-        s.start_read_whole(
-            c,
-            off,
-            len,
-            b"prefix".to_vec(),
-            Box::new(move |r, out| tx.send((format!("{r:?}"), out)).unwrap()),
-        );
-        let (later, out) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(later, format!("{slow:?}"), "handed over, at {off}+{len}");
-        assert_eq!(out, b, "handed over, at {off}+{len}");
+        // Read alone on this thread, and handed to the session's read
+        // thread: the same answer.
+        for handed in [false, true] {
+            s.hand_over_every_read(handed);
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.start_read_whole(
+                c,
+                off,
+                len,
+                b"prefix".to_vec(),
+                Box::new(move |r, out| tx.send((format!("{r:?}"), out)).unwrap()),
+            );
+            let (later, out) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            let how = if handed { "handed over" } else { "read alone" };
+            assert_eq!(later, format!("{slow:?}"), "{how}, at {off}+{len}");
+            assert_eq!(out, b, "{how}, at {off}+{len}");
+        }
+        s.hand_over_every_read(false);
         (fast, a)
     };
     assert_eq!(both(0, 4096).0.unwrap(), WholeRead::Revalidate);

@@ -398,16 +398,8 @@ impl Requests for LocalSession {
         };
         // The only read outstanding, or no read thread (the session is
         // closing): read here.
-        let Handed {
-            payload,
-            received,
-            done,
-            out: mut buf,
-            ..
-        } = handed;
-        let r = whole_of(self.read_outcome(&payload), offset, &mut buf);
-        self.d.latency.observe(Op::Read, received);
-        done(r, buf);
+        let outcome = self.read_outcome(&handed.payload);
+        handed.answer(&self.d, outcome);
         if let Some(r) = reader {
             r.ended();
         }

@@ -191,23 +191,35 @@ pub(super) fn whole_of(
     }
 }
 
-/// Answer `h` with `outcome`.
+impl Handed {
+    /// Call the read's `done` with `outcome` (the bytes appended to its
+    /// buffer), the read's latency observed.
+    pub(super) fn answer(
+        self,
+        d: &Daemon,
+        outcome: Result<Result<ReadOutcome, CacheError>, Status>,
+    ) {
+        let Handed {
+            offset,
+            mut out,
+            done,
+            received,
+            ..
+        } = self;
+        let r = whole_of(outcome, offset, &mut out);
+        d.latency.observe(Op::Read, received);
+        done(r, out);
+    }
+}
+
+/// Answer a read the thread took, and count it answered.
 fn answer(
     d: &Daemon,
     shared: &ReadThread,
     h: Handed,
     outcome: Result<Result<ReadOutcome, CacheError>, Status>,
 ) {
-    let Handed {
-        offset,
-        mut out,
-        done,
-        received,
-        ..
-    } = h;
-    let r = whole_of(outcome, offset, &mut out);
-    d.latency.observe(Op::Read, received);
-    done(r, out);
+    h.answer(d, outcome);
     shared.ended();
 }
 
