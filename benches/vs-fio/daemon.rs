@@ -1,5 +1,6 @@
 //! The daemon side (`--target daemon`, and the sweep's third column): a
-//! real `ringcached` serving the file, filled through four connections and
+//! real `ringcached` serving the file, filled through four connections
+//! with pipelined writes and
 //! read through one pipelined connection, its own CPU time read from
 //! /proc.
 
@@ -87,29 +88,54 @@ impl DaemonRun {
     }
 }
 
-/// Fill through the daemon: four connections writing 1 MiB at a time,
-/// each filling its own 64 MiB objects (a cookie is used by one client).
+/// Fill through the daemon: four connections (`RINGCACHE_FILL_CONNS`),
+/// each with four 1 MiB writes in flight (`RINGCACHE_FILL_WINDOW`; the
+/// daemon keeps up to 4 MiB of a connection's writes in flight), each
+/// filling its own 64 MiB objects (a cookie is used by one client).
 pub(crate) fn daemon_fill(d: &DaemonRun) -> Result<f64> {
     const PART: u64 = 64 << 20;
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(default)
+    };
+    let conns = env("RINGCACHE_FILL_CONNS", 4) as u64;
+    let window = env("RINGCACHE_FILL_WINDOW", 4);
     let chunk = fill_chunk();
     let parts = FILL_BYTES / PART;
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..4u64)
+        let workers: Vec<_> = (0..conns)
             .map(|w| {
                 let chunk = &chunk;
                 s.spawn(move || -> Result<()> {
                     let mut c = ringcache::client::Client::connect(&d.socket)?;
                     let v = c.acquire_volume(b"bench", b"")?;
-                    for part in (w..parts).step_by(4) {
+                    let answered = |c: &mut ringcache::client::Client| -> Result<()> {
+                        let (_, st, _) = c.recv_any()?;
+                        if st != ringcache::proto::Status::Ok {
+                            bail!("daemon write: {st:?}");
+                        }
+                        Ok(())
+                    };
+                    for part in (w..parts).step_by(conns as usize) {
                         let k =
                             c.acquire_cookie(v, format!("part-{part}").as_bytes(), b"", PART)?;
                         c.use_cookie(k, false)?;
+                        let mut outstanding = 0;
                         for off in (0..PART).step_by(FILL_BS) {
-                            let st = c.write(k, off, chunk)?;
-                            if st != ringcache::proto::Status::Ok {
-                                bail!("daemon write: {st:?}");
+                            if outstanding == window {
+                                answered(&mut c)?;
+                                outstanding -= 1;
                             }
+                            let body = ringcache::client::request::write(k, off, chunk)?;
+                            c.send(ringcache::proto::Op::Write, &body)?;
+                            outstanding += 1;
+                        }
+                        for _ in 0..outstanding {
+                            answered(&mut c)?;
                         }
                         c.unuse_cookie(k, None, None)?;
                         c.relinquish_cookie(k, false)?;

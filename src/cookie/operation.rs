@@ -209,16 +209,44 @@ impl Operation<'_> {
 
     /// Cache `data` at `offset`.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<WriteOutcome> {
+        match self.write_target() {
+            Err(outcome) => Ok(outcome),
+            Ok((obj, data_gen)) => self.write_done(
+                self.cache.backend.write(obj, data_gen, offset, data),
+                data.len() as u64,
+            ),
+        }
+    }
+
+    /// For a write done outside this operation (a daemon that keeps many
+    /// writes in flight): the object and data generation to write into,
+    /// or what to answer at once (no object: dropped; invalidated
+    /// meanwhile: stale), counted as such. Hand the result of the write to
+    /// [`Operation::write_done`] while this operation is still held.
+    pub fn write_target(&self) -> std::result::Result<(ObjectId, u64), WriteOutcome> {
         let stats = &self.cache.stats;
         let Some(obj) = self.object else {
             FscacheStats::inc(&stats.writes_dropped);
-            return Ok(WriteOutcome::Dropped);
+            return Err(WriteOutcome::Dropped);
         };
         if self.stale() {
             FscacheStats::inc(&stats.stale);
-            return Ok(WriteOutcome::Stale);
+            return Err(WriteOutcome::Stale);
         }
-        match self.cache.backend.write(obj, self.data_gen, offset, data) {
+        Ok((obj, self.data_gen))
+    }
+
+    /// What the backend's write of `len` bytes into
+    /// [`Operation::write_target`] means: written, stale (invalidated
+    /// meanwhile, so not cached), dropped (no room, or the cache failing),
+    /// or an error in the request.
+    pub fn write_done(
+        &self,
+        result: std::result::Result<(), StoreError>,
+        len: u64,
+    ) -> Result<WriteOutcome> {
+        let stats = &self.cache.stats;
+        match result {
             Ok(()) => {
                 {
                     let mut g = self.cookie.lock();
@@ -231,7 +259,7 @@ impl Operation<'_> {
                     g.no_data_to_read = false;
                 }
                 FscacheStats::inc(&stats.writes);
-                FscacheStats::add(&stats.write_bytes, data.len() as u64);
+                FscacheStats::add(&stats.write_bytes, len);
                 Ok(WriteOutcome::Written)
             }
             Err(StoreError::Stale) => {

@@ -1,5 +1,6 @@
 //! One connection: peer credentials, the greeting, then its frames served
-//! in order on its thread (reads handed to the read pipeline); its handles
+//! in order on its thread (reads and writes kept in flight by the read and
+//! write pipelines); its handles
 //! (`Conn`) and what is released when it closes.
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use super::MAX_INFLIGHT;
 use super::frames::{FrameEnd, FrameReader, ReplyWriter, reply_frame};
 use super::reads::{ConnReads, Finisher};
 use super::server::{Daemon, lock};
+use super::writes::write_len;
 use crate::callback::ObjectRef;
 use crate::cookie::Cookie;
 use crate::proto::{self, Op, Reader, Status, Writer};
@@ -132,6 +134,11 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
             match frames.next_ready() {
                 Ok(Some((h, payload))) => {
                     served = true;
+                    if h.op == Op::Write as u16 && !reads.writes_have_room(write_len(payload)) {
+                        // Writes are at their bound: answer the earlier
+                        // ones first (back-pressure on the writer).
+                        finisher.drain_writes(d, &reads, &writer);
+                    }
                     if s.serve(&mut finisher, &h, payload).is_break() {
                         close = true;
                         break;
@@ -158,9 +165,10 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
             continue;
         }
         // Nothing to do: sleep. The socket only while reads have room
-        // (back-pressure), the engine's descriptor while reads are in
-        // flight.
-        let in_flight = reads.in_flight();
+        // (back-pressure), the engine's descriptor while reads or writes
+        // are in flight.
+        let reads_in_flight = reads.in_flight();
+        let in_flight = reads_in_flight + reads.writes_in_flight();
         let engine = d.store.engine();
         // (Asked only with reads in flight: the thread's lane then has its
         // ring open already; asking opens it.)
@@ -169,7 +177,7 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
         } else {
             None
         };
-        let woke = frames.wait(&d.stop, in_flight < MAX_INFLIGHT, wake.as_fd(), ring);
+        let woke = frames.wait(&d.stop, reads_in_flight < MAX_INFLIGHT, wake.as_fd(), ring);
         // Whatever woke it, the eventfd is read back to zero.
         let _ = wake.read();
         match woke {
@@ -184,8 +192,8 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
             }
         }
     }
-    // Reads in flight are answered (their accesses released) before the
-    // client's cookies and volumes are given back.
+    // Reads and writes in flight are answered (their accesses released)
+    // before the client's cookies and volumes are given back.
     d.outboxes.unregister(conn_id);
     finisher.drain(d, &reads, &writer);
     d.cleanup(&conn);
@@ -255,12 +263,23 @@ impl<'d> Session<'_, 'd> {
             return ControlFlow::Continue(());
         };
         if op == Op::Read {
+            // A read sees every write its connection sent before it.
+            finisher.drain_writes(d, self.reads, writer);
             d.start_read(self.conn, self.reads, h.id, payload, writer, received);
             return ControlFlow::Continue(());
         }
-        // Requests other than reads are served in order after the reads
+        if op == Op::Write {
+            // Writes are started after the reads before them are
+            // answered (taking an access may wait on the cookie's state
+            // machine, which may wait for those reads' accesses), then
+            // kept in flight together, committed and answered in order.
+            finisher.drain_reads(d, self.reads, writer);
+            d.start_write(self.conn, self.reads, h.id, payload, writer, received);
+            return ControlFlow::Continue(());
+        }
+        // Other requests are served in order after the reads and writes
         // before them: none waits on an access of this connection's own
-        // reads while it is the thread that would answer them.
+        // reads or writes while it is the thread that would answer them.
         finisher.drain(d, self.reads, writer);
         let reply = d.handle(self.conn, self.peer, op, payload);
         let frame = reply_frame(h.op, h.id, reply.status, &reply.body.finish());

@@ -8,9 +8,9 @@ use super::callback_ops::{callback_status, data_version_of};
 use super::connection::{Conn, CookieEntry, Peer};
 use super::server::{Daemon, lock};
 use crate::callback::{ObjectRef, Validity};
-use crate::cookie::{CacheError, Cookie, WriteOutcome};
+use crate::cookie::{CacheError, Cookie, Operation, WriteOutcome};
 use crate::proto::{Op, ProtoError, Reader, Status, Writer};
-use crate::store::StoreError;
+use crate::store::{ObjectId, StoreError};
 use std::time::Instant;
 
 /// A reply: status and body.
@@ -69,6 +69,20 @@ pub(super) fn status(s: Status) -> Reply {
 
 pub(super) fn cache_status(e: CacheError) -> Reply {
     Reply::status(from_cache_error(&e))
+}
+
+/// What a write caches into (object, data generation, offset, data), or
+/// what it is answered with at once.
+pub(super) type WriteTarget<'p> = Result<(ObjectId, u64, u64, &'p [u8]), WriteOutcome>;
+
+/// The status a write is answered with.
+pub(super) fn write_status(outcome: Result<WriteOutcome, CacheError>) -> Status {
+    match outcome {
+        Ok(WriteOutcome::Written) => Status::Ok,
+        Ok(WriteOutcome::Dropped) => Status::Dropped,
+        Ok(WriteOutcome::Stale) => Status::Stale,
+        Err(e) => from_cache_error(&e),
+    }
 }
 
 pub(super) fn done() -> Handled {
@@ -309,6 +323,30 @@ impl Daemon {
     }
 
     fn op_write(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {
+        let (opn, target) = self.prepare_write(conn, r)?;
+        let outcome = match target {
+            Err(outcome) => Ok(outcome),
+            // Through the cookie layer's backend (the store, or a stand-in
+            // under test).
+            Ok((_, _, offset, data)) => opn.write(offset, data),
+        };
+        match write_status(outcome) {
+            Status::Ok => done(),
+            st => Err(status(st)),
+        }
+    }
+
+    /// A write request parsed and checked, its access taken and its
+    /// promise validated: the operation and what to write (object, data
+    /// generation, offset, data), or the outcome to answer with at once
+    /// (no object, or stale), or the reply for a request refused. Both
+    /// [`Daemon::handle`] and a connection's pipelined writes start their
+    /// writes here.
+    pub(super) fn prepare_write<'d, 'p>(
+        &'d self,
+        conn: &Mutex<Conn>,
+        r: &mut Reader<'p>,
+    ) -> Result<(Operation<'d>, WriteTarget<'p>), Reply> {
         let (cookie, obj, in_use) = Conn::io_target_of(conn, r)?;
         let len = r.u32().map_err(bad)? as usize;
         let offset = r.u64().map_err(bad)?;
@@ -328,12 +366,10 @@ impl Daemon {
         {
             return Err(status(Status::Revalidate));
         }
-        match opn.write(offset, data) {
-            Ok(WriteOutcome::Written) => done(),
-            Ok(WriteOutcome::Dropped) => Err(status(Status::Dropped)),
-            Ok(WriteOutcome::Stale) => Err(status(Status::Stale)),
-            Err(e) => Err(cache_status(e)),
-        }
+        let target = opn
+            .write_target()
+            .map(|(object, data_gen)| (object, data_gen, offset, data));
+        Ok((opn, target))
     }
 
     fn op_prepare_to_write(&self, conn: &Mutex<Conn>, r: &mut Reader<'_>) -> Handled {

@@ -8,9 +8,11 @@
 //! submitted it, so that thread is the one to reap it), so a read crosses
 //! no other thread, pool or queue between the socket and the device and
 //! costs no allocation. Per connection, at most
-//! [`MAX_INFLIGHT`] reads are in flight; beyond that the daemon stops
-//! reading the socket (back-pressure, never a silent drop); other requests
-//! are served one at a time, in order, after the reads before them. A frame that is not complete within
+//! [`MAX_INFLIGHT`] reads and 4 MiB of writes are in flight (writes are
+//! committed and answered in the order they came); beyond that the daemon
+//! stops reading the socket (back-pressure, never a silent drop); other
+//! requests are served one at a time, in order, after the reads and
+//! writes before them. A frame that is not complete within
 //! [`FRAME_TIMEOUT`] closes the connection; other clients are served
 //! throughout.
 //!
@@ -39,6 +41,7 @@ mod reads;
 #[cfg(test)]
 mod registry_tests;
 mod server;
+mod writes;
 
 pub use config::{Config, ConfigError};
 pub use lifecycle::{ShutdownHandle, run};

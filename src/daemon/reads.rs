@@ -14,6 +14,7 @@ use super::events::{EVENT_TAG, Outbox};
 use super::frames::{ReplyWriter, reply_frame};
 use super::handlers::{Reply, bad, from_cache_error};
 use super::server::{Daemon, lock};
+use super::writes::{ConnWrites, WRITE_KEY};
 use crate::callback::Validity;
 use crate::cookie::{CacheError, Operation, ReadOutcome};
 use crate::io::{Completion, CompletionQueue};
@@ -42,6 +43,8 @@ pub(super) struct ConnReads<'d> {
     /// requests that arrived together go to the device in one submission
     /// ([`ConnReads::submit`]).
     pub(super) ops: Mutex<Vec<crate::io::Op>>,
+    /// Writes in flight, in the order they arrived (`writes`).
+    pub(super) writes: Mutex<ConnWrites<'d>>,
 }
 
 /// Reads' SQEs a connection gathers before it submits them, when more
@@ -59,24 +62,37 @@ impl<'d> ConnReads<'d> {
             cq,
             table: Mutex::new(slab::Slab::with_capacity(room)),
             ops: Mutex::new(Vec::new()),
+            writes: Mutex::new(ConnWrites::new()),
         }
     }
 
-    /// Send the I/O of the reads started since the last call.
+    /// Send the I/O of the reads and writes started since the last call.
     pub(super) fn submit(&self, d: &Daemon) {
-        Self::send(d, &mut lock(&self.ops), &self.cq);
+        self.send_locked(d, &mut lock(&self.ops));
     }
 
-    fn send(d: &Daemon, ops: &mut Vec<crate::io::Op>, cq: &CompletionQueue) {
+    /// [`ConnReads::submit`], with `ops` locked by the caller.
+    pub(super) fn send_locked(&self, d: &Daemon, ops: &mut Vec<crate::io::Op>) {
         if !ops.is_empty() {
             d.read_submissions.fetch_add(1, Ordering::Relaxed);
-            d.store.submit_reads(ops, cq);
+            d.store.submit_reads(ops, &self.cq);
         }
     }
 
     /// Reads started and not answered yet.
     pub(super) fn in_flight(&self) -> usize {
         lock(&self.table).len()
+    }
+
+    /// Writes started and not answered yet.
+    pub(super) fn writes_in_flight(&self) -> usize {
+        lock(&self.writes).in_flight()
+    }
+
+    /// Whether a write of `len` bytes may start without passing the
+    /// connection's bound on writes in flight.
+    pub(super) fn writes_have_room(&self, len: u64) -> bool {
+        lock(&self.writes).has_room(len)
     }
 }
 
@@ -167,7 +183,7 @@ impl Daemon {
                 // Enough for one submission: the first reads of a long
                 // run of frames are not held back while the rest are
                 // parsed.
-                ConnReads::send(self, &mut ops, &reads.cq);
+                reads.send_locked(self, &mut ops);
             }
             started
         };
@@ -228,10 +244,32 @@ impl<'d> Finisher<'d> {
         self.finish(d, reads, out);
     }
 
-    /// Answer every read in flight, waiting for their I/O (a request
-    /// other than a read is served only then, and a connection closes only
-    /// then: their accesses end first).
-    pub(super) fn drain(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
+    /// Answer every write in flight, waiting for their I/O (a request
+    /// other than a write is served only then).
+    pub(super) fn drain_writes(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        if reads.writes_in_flight() == 0 {
+            // Nothing to wait for: the reads queued so far stay queued, to
+            // go to the device together.
+            return;
+        }
+        reads.submit(d);
+        loop {
+            self.poll(d, reads, out);
+            if reads.writes_in_flight() == 0 {
+                return;
+            }
+            reads.cq.wait_into(&mut self.done);
+            self.finish(d, reads, out);
+        }
+    }
+
+    /// Answer every read in flight, waiting for their I/O (a write is
+    /// started only then).
+    pub(super) fn drain_reads(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        if lock(&reads.table).is_empty() {
+            // Nothing to wait for: the writes queued so far stay queued.
+            return;
+        }
         reads.submit(d);
         loop {
             self.poll(d, reads, out);
@@ -243,13 +281,32 @@ impl<'d> Finisher<'d> {
         }
     }
 
+    /// Answer every read and write in flight, waiting for their I/O (a
+    /// request other than a read or a write is served only then, and a
+    /// connection closes only then: their accesses end first).
+    pub(super) fn drain(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
+        reads.submit(d);
+        loop {
+            self.poll(d, reads, out);
+            if lock(&reads.table).is_empty() && reads.writes_in_flight() == 0 {
+                return;
+            }
+            reads.cq.wait_into(&mut self.done);
+            self.finish(d, reads, out);
+        }
+    }
+
     /// Absorb the completions taken into `done`; answer the reads they
     /// make whole.
     fn finish(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
         if self.done.is_empty() {
+            // A write with nothing at the device (planning stopped early)
+            // is whole from the start.
+            d.finish_writes(reads, out);
             return;
         }
         let mut events = false;
+        let mut wrote = false;
         {
             let mut t = lock(&reads.table);
             for c in self.done.drain(..) {
@@ -257,7 +314,13 @@ impl<'d> Finisher<'d> {
                     events = true;
                     continue;
                 }
-                let key = read_key_of(c.tag) as usize;
+                let key = read_key_of(c.tag);
+                if key & WRITE_KEY != 0 {
+                    wrote = true;
+                    lock(&reads.writes).absorb(key, c);
+                    continue;
+                }
+                let key = key as usize;
                 if let Some(r) = t.get_mut(key)
                     && r.read.absorb(c)
                 {
@@ -271,6 +334,9 @@ impl<'d> Finisher<'d> {
             for f in reads.outbox.take_frames() {
                 out.send(&f);
             }
+        }
+        if wrote || reads.writes_in_flight() > 0 {
+            d.finish_writes(reads, out);
         }
         if self.landed.is_empty() {
             return;

@@ -3,7 +3,7 @@
 //! back what a closed connection held.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::Context;
@@ -33,6 +33,8 @@ pub struct Daemon {
     /// Submissions of read I/O from connections (the reads of requests
     /// that arrived together go in one).
     pub(super) read_submissions: AtomicU64,
+    /// The most writes one connection has had in flight at once.
+    pub(super) most_writes_in_flight: AtomicUsize,
     pub(super) bad_frames: AtomicU64,
     /// The callback layer: promises and breaks over `cache`.
     pub(super) coherent: Coherent,
@@ -153,6 +155,7 @@ impl Daemon {
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             read_submissions: AtomicU64::new(0),
+            most_writes_in_flight: AtomicUsize::new(0),
             bad_frames: AtomicU64::new(0),
             coherent,
             outboxes: Outboxes::default(),
@@ -404,7 +407,13 @@ impl Daemon {
                     "read_submissions",
                     self.read_submissions.load(Ordering::Relaxed),
                     Counter,
-                    "Submissions of connections' read I/O (reads that arrived together go in one)",
+                    "Submissions of connections' read and write I/O (requests that arrived together go in one)",
+                ),
+                (
+                    "writes_in_flight_most",
+                    self.most_writes_in_flight.load(Ordering::Relaxed) as u64,
+                    Gauge,
+                    "The most writes one connection has had in flight at once (pipelined writes)",
                 ),
                 (
                     "bad_frames",

@@ -48,6 +48,7 @@ pub use read::{DataBuf, Segment, Segments};
 pub use read_queue::{PendingRead, ReadAt, ReadQueue, StartedRead, read_key_of};
 pub use recovery::{FormatOptions, Loaded, LogLoss, RecoveryReport, format, load};
 pub use view::{ExtentView, IndexProbe, IndexView, ObjectView, RegionState, RegionView};
+pub use write::PendingWrite;
 
 /// Counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
