@@ -19,6 +19,8 @@ pub mod callback;
 pub mod client;
 pub mod cookie;
 pub mod daemon;
+#[allow(unsafe_code)]
+pub mod heap;
 pub use ringcache_io as io;
 pub mod proto;
 pub mod store;

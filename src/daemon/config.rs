@@ -69,12 +69,18 @@ pub struct Config {
     /// Where to serve `GET /metrics` (Prometheus text) over HTTP; `None`:
     /// no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the allocator's free pages are given back to the system
+    /// (see `crate::heap`); zero: never.
+    pub heap_trim: Duration,
     pub access: Vec<AccessRule>,
 }
 
 /// Clients connected at once by default (each costs a thread, two once it
 /// reads, and a descriptor).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How often the daemon gives its allocator's free pages back by default.
+pub const DEFAULT_HEAP_TRIM: Duration = Duration::from_secs(10);
 
 /// Directory of the embedded default, relative to the working directory.
 pub const DEFAULT_DIR: &str = "ringcache-data";
@@ -96,6 +102,7 @@ impl Config {
             callback_margin: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             metrics_listen: None,
+            heap_trim: DEFAULT_HEAP_TRIM,
             access: Vec::new(),
         }
     }
@@ -203,6 +210,19 @@ impl Config {
                         .parse()
                         .map_err(|_| err(format!("{value:?} is not a number of seconds")))?;
                     c.lru_timeout = Duration::from_secs(s);
+                }
+                "heap_trim" => {
+                    let s: u64 = value
+                        .trim_end_matches('s')
+                        .parse()
+                        .ok()
+                        .filter(|&s| s <= 86_400)
+                        .ok_or_else(|| {
+                            err(format!(
+                                "{value:?} is not a number of seconds 0..=86400 (0: never)"
+                            ))
+                        })?;
+                    c.heap_trim = Duration::from_secs(s);
                 }
                 "allow" => {
                     let mut parts = value.split_whitespace();
@@ -335,6 +355,25 @@ mod tests {
         assert!(e.msg.contains("either"));
         let e = parse("brun 5\nbcull 7\nbstop 3").unwrap_err();
         assert!(e.msg.contains("bcull"), "{e}");
+    }
+
+    #[test]
+    fn heap_trim_takes_seconds_and_zero_turns_it_off() {
+        assert_eq!(parse("").unwrap().heap_trim, DEFAULT_HEAP_TRIM);
+        assert_eq!(
+            parse("heap_trim 30s").unwrap().heap_trim,
+            Duration::from_secs(30)
+        );
+        assert!(parse("heap_trim 0").unwrap().heap_trim.is_zero());
+        for bad in [
+            "heap_trim",
+            "heap_trim often",
+            "heap_trim -1",
+            "heap_trim 86401",
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert_eq!(e.key, "heap_trim", "{bad}: {e}");
+        }
     }
 
     #[test]

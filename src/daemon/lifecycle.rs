@@ -377,8 +377,13 @@ fn refuse(stream: UnixStream, cap: usize) {
 /// second.
 pub(super) fn housekeeping(d: &Daemon, life: &Lifecycle) {
     let mut cookies = Vec::new();
+    let mut last_trim = Instant::now();
     while !life.sleep(Duration::from_secs(1)) {
         d.cache.lru_scan_with(Instant::now(), &mut cookies);
+        if !d.cfg.heap_trim.is_zero() && last_trim.elapsed() >= d.cfg.heap_trim {
+            d.trim_heap();
+            last_trim = Instant::now();
+        }
         if d.store.failed().is_none()
             && let Err(e) = d.store.flush_if_dirty()
         {

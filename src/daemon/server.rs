@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -35,6 +36,11 @@ pub struct Daemon {
     pub(super) read_submissions: AtomicU64,
     /// The most writes one connection has had in flight at once.
     pub(super) most_writes_in_flight: AtomicUsize,
+    /// Times the allocator's free pages were given back, and the
+    /// microseconds that took (in all, and the longest).
+    pub(super) heap_trims: AtomicU64,
+    pub(super) heap_trim_us: AtomicU64,
+    pub(super) heap_trim_us_most: AtomicU64,
     pub(super) bad_frames: AtomicU64,
     /// The callback layer: promises and breaks over `cache`.
     pub(super) coherent: Coherent,
@@ -74,6 +80,18 @@ pub(super) struct SharedCookie {
 }
 
 impl Daemon {
+    /// Give the allocator's free pages back to the system (the periodic
+    /// pass, every `heap_trim`), counting it and its time.
+    pub(super) fn trim_heap(&self) {
+        let t = Instant::now();
+        let released = crate::heap::release_free_pages();
+        let us = t.elapsed().as_micros() as u64;
+        self.heap_trims.fetch_add(1, Ordering::Relaxed);
+        self.heap_trim_us.fetch_add(us, Ordering::Relaxed);
+        self.heap_trim_us_most.fetch_max(us, Ordering::Relaxed);
+        tracing::debug!(released, us, "gave the allocator's free pages back");
+    }
+
     /// Open (creating and formatting on first use) the cache of `cfg`.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<Daemon>> {
         Self::open_with(cfg, |store| store)
@@ -156,6 +174,9 @@ impl Daemon {
             requests: AtomicU64::new(0),
             read_submissions: AtomicU64::new(0),
             most_writes_in_flight: AtomicUsize::new(0),
+            heap_trims: AtomicU64::new(0),
+            heap_trim_us: AtomicU64::new(0),
+            heap_trim_us_most: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             coherent,
             outboxes: Outboxes::default(),
@@ -414,6 +435,24 @@ impl Daemon {
                     self.most_writes_in_flight.load(Ordering::Relaxed) as u64,
                     Gauge,
                     "The most writes one connection has had in flight at once (pipelined writes)",
+                ),
+                (
+                    "heap_trims",
+                    self.heap_trims.load(Ordering::Relaxed),
+                    Counter,
+                    "Times the allocator's free pages were given back to the system (heap_trim)",
+                ),
+                (
+                    "heap_trim_us",
+                    self.heap_trim_us.load(Ordering::Relaxed),
+                    Counter,
+                    "Microseconds spent giving the allocator's free pages back, in all",
+                ),
+                (
+                    "heap_trim_us_most",
+                    self.heap_trim_us_most.load(Ordering::Relaxed),
+                    Gauge,
+                    "The longest time one giving back of free pages took, in microseconds",
                 ),
                 (
                     "bad_frames",
