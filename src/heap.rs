@@ -9,14 +9,23 @@
 //! throughout, the arenas' system bytes 222 -> 234 MiB in four minutes).
 //! `malloc_trim(0)` releases every whole free page of every arena
 //! (`madvise(MADV_DONTNEED)`); live chunks are untouched.
+//!
+//! This module is the core crate's one place allowed `unsafe` (by name,
+//! in `lib.rs`): the one call into the C library's allocator.
+
+/// Whether [`release_free_pages`] does anything here (glibc on Linux).
+pub const SUPPORTED: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
 
 /// Release the free pages of every glibc arena; whether any were released.
 /// Elsewhere (another libc) nothing is done.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn release_free_pages() -> bool {
-    // SAFETY: malloc_trim takes no pointers; glibc locks each arena while
-    // it walks it, as it does for every other allocator call.
-    unsafe { libc::malloc_trim(0) != 0 }
+    // SAFETY: malloc_trim takes no pointers and is MT-safe (malloc_trim(3)):
+    // glibc locks each arena while it walks it, as for every other
+    // allocator call, and only gives back pages of free chunks; no live
+    // allocation is moved or freed, so no Rust reference is invalidated.
+    let released = unsafe { libc::malloc_trim(0) };
+    released != 0
 }
 
 /// Release the free pages of every glibc arena; whether any were released.

@@ -6,7 +6,8 @@
 //! grows by at most 1 % an hour in a run of 30 minutes or more (the
 //! least-squares trend of its samples), and by at most 10 % in any run
 //! (which catches gross leaks only: glibc's arenas and stack cache take
-//! minutes to settle under 1000 threads); when
+//! minutes to settle under 1000 threads, and the daemon gives their free
+//! pages back only every `heap_trim` seconds); when
 //! every client has gone, threads are back where they were before the
 //! first one came, and descriptors too but for the io_uring rings opened
 //! meanwhile (two each, kept for the daemon's life).

@@ -62,7 +62,8 @@ pub(crate) fn format_file(file: &Path) -> Result<Arc<dyn IoEngine>> {
     Ok(engine)
 }
 
-/// Format the file, fill one object; returns MiB/s of the fill.
+/// Format the file, fill one object; returns MiB/s of the fill (and
+/// prints its writes' latency percentiles on stderr).
 pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
     let engine = format_file(file)?;
     let store = Store::open(engine, StoreConfig::default())?;
@@ -71,18 +72,24 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
     // Four writers of 1 MiB each: 4 MiB in flight, as fio's iodepth=4.
     let chunk = fill_chunk();
     let next = std::sync::atomic::AtomicU64::new(0);
+    let lat = std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?);
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| -> Result<()> {
+                    let mut mine = hdrhistogram::Histogram::<u64>::new(3)?;
                     loop {
                         let off =
                             next.fetch_add(FILL_BS as u64, std::sync::atomic::Ordering::Relaxed);
                         if off >= FILL_BYTES {
+                            let mut all = lat.lock().unwrap_or_else(|e| e.into_inner());
+                            all.add(&mine)?;
                             return Ok(());
                         }
+                        let t = Instant::now();
                         store.write(id, off, &chunk)?;
+                        mine.saturating_record(t.elapsed().as_micros() as u64);
                     }
                 })
             })
@@ -91,6 +98,15 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
     })?;
     store.flush()?;
     let secs = t.elapsed().as_secs_f64();
+    let lat = lat.into_inner().unwrap_or_else(|e| e.into_inner());
+    eprintln!(
+        "embedded fill: {} writes of 1 MiB, 4 in flight: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        lat.len(),
+        lat.value_at_quantile(0.5),
+        lat.value_at_quantile(0.99),
+        lat.value_at_quantile(0.999),
+        lat.max()
+    );
     store.close()?;
     Ok(FILL_BYTES as f64 / (1 << 20) as f64 / secs)
 }
@@ -126,7 +142,13 @@ pub(crate) fn rc_read_iops(file: &Path, qd: usize, seconds: u64, threads: usize)
 }
 
 /// One reader of [`rc_read_iops`]: reads until `deadline`; how many.
-fn reader(store: &Store, id: u64, qd: usize, seed: u64, deadline: Instant) -> Result<u64> {
+pub(crate) fn reader(
+    store: &Store,
+    id: u64,
+    qd: usize,
+    seed: u64,
+    deadline: Instant,
+) -> Result<u64> {
     let mut rng = ChaCha8Rng::seed_from_u64(1 + seed);
     let blocks = FILL_BYTES / 4096;
     let mut q = ReadQueue::new(store);

@@ -21,6 +21,12 @@
 //! a group), the store with N threads and a read queue each, the daemon
 //! with N connections on N threads. Fill is unchanged.
 //!
+//! `--mixed` instead runs the embedded store's 4 KiB random reads at queue
+//! depth 32 while one writer fills another object with 4 KiB writes,
+//! against the same reads alone (`mixed.rs`); its last line is `ratio
+//! <reads with the writer / reads alone>`, and it prints the writer's
+//! latency percentiles.
+//!
 //! `--sweep 1,4,16,32,64` instead runs `benches/jobs/randread-sweep.fio`
 //! (4 KiB random reads) at each queue depth under fio, `ringcache bench` on the embedded store and
 //! `ringcache bench` through `ringcached` (the library behind the
@@ -38,6 +44,7 @@ mod fio;
 mod foyer_side;
 mod index_memory;
 mod measure;
+mod mixed;
 mod plot;
 #[path = "../../tests/common/ringcached_bin.rs"]
 mod ringcached_bin;
@@ -70,6 +77,9 @@ struct Opts {
     /// queue: fio jobs, store threads with their own read queues, or
     /// daemon connections on threads of their own.
     threads: usize,
+    /// `--mixed`: the embedded store's reads while a writer fills, against
+    /// reads alone (no fio).
+    mixed: bool,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -82,6 +92,7 @@ fn parse_args() -> Result<Opts> {
         plot: PathBuf::from("target/vs-fio.svg"),
         with_foyer: false,
         threads: 1,
+        mixed: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -115,6 +126,7 @@ fn parse_args() -> Result<Opts> {
                     bail!("--threads must be at least 1");
                 }
             }
+            "--mixed" => o.mixed = true,
             "--plot" => o.plot = PathBuf::from(args.next().context("--plot needs a path")?),
             "--with-foyer" => {
                 if cfg!(not(feature = "foyer")) {
@@ -126,7 +138,7 @@ fn parse_args() -> Result<Opts> {
             }
             "--bench" => {} // passed by cargo bench
             other => bail!(
-                "unknown argument {other:?} (--dir DIR, --reps N, --seconds S, --target T, --threads N, --sweep D,D,.., --plot FILE, --with-foyer)"
+                "unknown argument {other:?} (--dir DIR, --reps N, --seconds S, --target T, --threads N, --sweep D,D,.., --mixed, --plot FILE, --with-foyer)"
             ),
         }
     }
@@ -137,6 +149,9 @@ fn main() -> Result<()> {
     let o = parse_args()?;
     let file = o.dir.join("ringcache-vs-fio.img");
     ringcache::util::create_backing_file(&file, FILE_BYTES)?;
+    if o.mixed {
+        return mixed::mixed(&o, &file);
+    }
     // Allocate every block of the file once, so neither side pays for
     // allocating writes or reads holes.
     fio::fio(

@@ -18,6 +18,7 @@
 //! callback_margin 10              # seconds before expiry a promise stops counting
 //! max_connections 1024            # clients connected at once; more are refused
 //! metrics_listen 127.0.0.1:9464   # serve GET /metrics over HTTP here (unset: no listener)
+//! heap_trim 10                    # seconds between giving free heap pages back (0: never)
 //! allow afs.example uid=1000,1001 gid=100
 //! allow * uid=0
 //! ```
@@ -365,6 +366,10 @@ mod tests {
             Duration::from_secs(30)
         );
         assert!(parse("heap_trim 0").unwrap().heap_trim.is_zero());
+        assert_eq!(
+            parse("heap_trim 86400").unwrap().heap_trim,
+            Duration::from_secs(86_400)
+        );
         for bad in [
             "heap_trim",
             "heap_trim often",

@@ -1,5 +1,6 @@
 //! The daemon's life: bind the socket, accept connections (a thread each),
-//! housekeeping (LRU discard, a flush when dirty), signals, sd_notify
+//! housekeeping (LRU discard, a flush when dirty, giving free heap pages
+//! back), signals, sd_notify
 //! readiness, and the clean shutdown (stop accepting, let connections
 //! finish within a grace period, flush, checkpoint, mark clean).
 
@@ -215,7 +216,7 @@ fn bind_metrics(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
 /// its requests and answers its reads as their I/O completes, asleep in
 /// poll(2) on its socket and ring when idle (see the module docs), so a
 /// read costs no hand-off to another thread. One more thread runs housekeeping (LRU discard, a flush
-/// when dirty, once a second), one waits for signals, and with
+/// when dirty, once a second; free heap pages back every `heap_trim`), one waits for signals, and with
 /// `metrics_listen` one answers `GET /metrics`.
 pub fn run(
     cfg: Config,
@@ -374,16 +375,13 @@ fn refuse(stream: UnixStream, cap: usize) {
 
 /// LRU discard of idle cookies and a flush when dirty, once a second,
 /// until shutdown begins: data does not stay volatile for more than a
-/// second.
+/// second. After them, every `heap_trim`, the allocator's free pages go
+/// back to the system (`crate::heap`).
 pub(super) fn housekeeping(d: &Daemon, life: &Lifecycle) {
     let mut cookies = Vec::new();
     let mut last_trim = Instant::now();
     while !life.sleep(Duration::from_secs(1)) {
         d.cache.lru_scan_with(Instant::now(), &mut cookies);
-        if !d.cfg.heap_trim.is_zero() && last_trim.elapsed() >= d.cfg.heap_trim {
-            d.trim_heap();
-            last_trim = Instant::now();
-        }
         if d.store.failed().is_none()
             && let Err(e) = d.store.flush_if_dirty()
         {
@@ -394,6 +392,14 @@ pub(super) fn housekeeping(d: &Daemon, life: &Lifecycle) {
             // cache is withdrawn within a second even when no request runs
             // into them (at once when one does); nothing more is flushed.
             d.cache.withdraw_cache(&why);
+        }
+        // After the flush, which it must not delay.
+        if crate::heap::SUPPORTED
+            && !d.cfg.heap_trim.is_zero()
+            && last_trim.elapsed() >= d.cfg.heap_trim
+        {
+            d.trim_heap();
+            last_trim = Instant::now();
         }
     }
 }
