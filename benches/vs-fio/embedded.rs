@@ -72,13 +72,16 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
     // Four writers of 1 MiB each: 4 MiB in flight, as fio's iodepth=4.
     let chunk = fill_chunk();
     let next = std::sync::atomic::AtomicU64::new(0);
-    let lat = std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?);
+    let lat = std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?);
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| -> Result<()> {
-                    let mut mine = hdrhistogram::Histogram::<u64>::new(3)?;
+                    let mut mine =
+                        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
                     loop {
                         let off =
                             next.fetch_add(FILL_BS as u64, std::sync::atomic::Ordering::Relaxed);

@@ -56,7 +56,9 @@ pub(crate) fn fio_read_iops(file: &Path, qd: u32, seconds: u64, jobs: usize) -> 
         .context("fio read iops")
 }
 
-/// MiB/s of a sequential fill with 1 MiB writes, 4 in flight.
+/// MiB/s of a sequential fill with 1 MiB writes, 4 in flight (and its
+/// writes' completion latency percentiles, printed on stderr beside the
+/// store's).
 pub(crate) fn fio_fill_mibps(file: &Path) -> Result<f64> {
     let v = fio(
         file,
@@ -68,9 +70,17 @@ pub(crate) fn fio_fill_mibps(file: &Path) -> Result<f64> {
             "--end_fsync=1",
         ],
     )?;
-    let bw = v["jobs"][0]["write"]["bw_bytes"]
-        .as_f64()
-        .context("fio write bw")?;
+    let write = &v["jobs"][0]["write"];
+    let bw = write["bw_bytes"].as_f64().context("fio write bw")?;
+    let clat = &write["clat_ns"];
+    let us = |q: &str| clat["percentile"][q].as_f64().unwrap_or(f64::NAN) / 1000.0;
+    eprintln!(
+        "fio fill: writes of 1 MiB, 4 in flight: p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+        us("50.000000"),
+        us("99.000000"),
+        us("99.900000"),
+        clat["max"].as_f64().unwrap_or(f64::NAN) / 1000.0
+    );
     Ok(bw / (1 << 20) as f64)
 }
 

@@ -40,14 +40,14 @@ pub(crate) fn mixed(o: &Opts, file: &Path) -> Result<()> {
         .id;
     let mut alone = Vec::new();
     let mut with_writer = Vec::new();
-    let mut lat = Histogram::<u64>::new(3)?;
+    let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut written = 0u64;
     let mut checkpoints = 0u64;
     for rep in 0..o.reps {
         let a = read_iops(&store, target, o, None)?;
         let before = store.stats().checkpoints;
         let w = store.create(vol, format!("writer-{rep}").as_bytes(), b"", WRITER_BYTES)?;
-        let mut rep_lat = Histogram::<u64>::new(3)?;
+        let mut rep_lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         let m = read_iops(&store, target, o, Some((w, &mut rep_lat)))?;
         checkpoints += store.stats().checkpoints - before;
         store.delete(w)?;
