@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use ringcache::io::{self, EngineKind, IoEngine, OpenOptions};
 use ringcache::store::{FormatOptions, ReadQueue, Store, StoreConfig, format};
 
+use crate::measure::{latency_us, percentiles_us};
 use crate::{FILL_BS, FILL_BYTES};
 
 /// The file opened with the best engine there is (io_uring, else psync), saying
@@ -72,16 +73,13 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
     // Four writers of 1 MiB each: 4 MiB in flight, as fio's iodepth=4.
     let chunk = fill_chunk();
     let next = std::sync::atomic::AtomicU64::new(0);
-    let lat = std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?);
+    let lat = std::sync::Mutex::new(latency_us()?);
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| -> Result<()> {
-                    let mut mine =
-                        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                    let mut mine = latency_us()?;
                     loop {
                         let off =
                             next.fetch_add(FILL_BS as u64, std::sync::atomic::Ordering::Relaxed);
@@ -103,12 +101,9 @@ pub(crate) fn rc_fill(file: &Path) -> Result<f64> {
     let secs = t.elapsed().as_secs_f64();
     let lat = lat.into_inner().unwrap_or_else(|e| e.into_inner());
     eprintln!(
-        "embedded fill: {} writes of 1 MiB, 4 in flight: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        "embedded fill: {} writes of 1 MiB, 4 in flight: {}",
         lat.len(),
-        lat.value_at_quantile(0.5),
-        lat.value_at_quantile(0.99),
-        lat.value_at_quantile(0.999),
-        lat.max()
+        percentiles_us(&lat)
     );
     store.close()?;
     Ok(FILL_BYTES as f64 / (1 << 20) as f64 / secs)

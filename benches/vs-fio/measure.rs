@@ -10,6 +10,24 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// A histogram of latencies in microseconds, up to 60 s (record with
+/// `saturating_record`: an auto-resizing histogram clamps those at its
+/// first bound instead).
+pub(crate) fn latency_us() -> Result<hdrhistogram::Histogram<u64>> {
+    Ok(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// `p50 .. us, p99 .. us, p99.9 .. us, max .. us` of a [`latency_us`].
+pub(crate) fn percentiles_us(h: &hdrhistogram::Histogram<u64>) -> String {
+    format!(
+        "p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max()
+    )
+}
+
 /// One run: its figure (MiB/s or IOPS), CPU seconds per GiB moved, and
 /// peak resident memory in MiB (0 where not measured).
 #[derive(Clone, Copy)]

@@ -24,6 +24,7 @@ use ringcache::store::{Store, StoreConfig};
 
 use crate::Opts;
 use crate::embedded::{open_engine, rc_fill, reader};
+use crate::measure::{latency_us, median, percentiles_us};
 
 /// At most this much is written by the writer in one repetition.
 const WRITER_BYTES: u64 = 768 << 20;
@@ -40,14 +41,14 @@ pub(crate) fn mixed(o: &Opts, file: &Path) -> Result<()> {
         .id;
     let mut alone = Vec::new();
     let mut with_writer = Vec::new();
-    let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut lat = latency_us()?;
     let mut written = 0u64;
     let mut checkpoints = 0u64;
     for rep in 0..o.reps {
         let a = read_iops(&store, target, o, None)?;
         let before = store.stats().checkpoints;
         let w = store.create(vol, format!("writer-{rep}").as_bytes(), b"", WRITER_BYTES)?;
-        let mut rep_lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut rep_lat = latency_us()?;
         let m = read_iops(&store, target, o, Some((w, &mut rep_lat)))?;
         checkpoints += store.stats().checkpoints - before;
         store.delete(w)?;
@@ -69,22 +70,14 @@ pub(crate) fn mixed(o: &Opts, file: &Path) -> Result<()> {
         o.threads
     );
     println!(
-        "writer, 4 KiB writes: {} in all ({} MiB), p50 {} us, p99 {} us, p99.9 {} us, max {} us; {checkpoints} checkpoints meanwhile",
+        "writer, 4 KiB writes: {} in all ({} MiB), {}; {checkpoints} checkpoints meanwhile",
         lat.len(),
         written >> 20,
-        lat.value_at_quantile(0.5),
-        lat.value_at_quantile(0.99),
-        lat.value_at_quantile(0.999),
-        lat.max()
+        percentiles_us(&lat)
     );
     let _ = std::fs::remove_file(file);
     println!("ratio {:.2}", mm / ma);
     Ok(())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Reads of `target` at queue depth 32 by `o.threads` readers for
