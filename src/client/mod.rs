@@ -92,7 +92,7 @@ pub struct Client {
     stream: UnixStream,
     /// Replies, read in large pieces (pipelined replies arrive many to a
     /// read).
-    reader: std::io::BufReader<UnixStream>,
+    reader: std::io::BufReader<ReplyStream>,
     /// Requests queued by [`Client::queue`], sent by the next flush.
     queued: Vec<u8>,
     next_id: u64,
@@ -124,6 +124,44 @@ fn ok_body((status, body): (Status, Vec<u8>)) -> Result<Vec<u8>> {
     match status {
         Status::Ok => Ok(body),
         st => Err(ClientError::Status(st)),
+    }
+}
+
+/// The read side of a client's socket, for a thread that waits for
+/// replies. A thread blocked in recv(2) on a Unix stream socket is woken
+/// by every change of the socket, also by the daemon taking in a request
+/// (which frees send space on this side): one wakeup for nothing per
+/// request, paid by the daemon's thread on its way to the device and, on
+/// another CPU, by an interprocessor interrupt. Waiting in poll(2) for
+/// `POLLIN` is woken by data or a hangup only. The socket's read timeout
+/// (`SO_RCVTIMEO`) still bounds each wait, as it bounds a recv.
+pub(crate) struct ReplyStream(pub(crate) UnixStream);
+
+impl Read for ReplyStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use nix::errno::Errno;
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::{AsFd, AsRawFd};
+        loop {
+            match recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let timeout = match self.0.read_timeout()? {
+                None => PollTimeout::NONE,
+                Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
+            };
+            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Err(std::io::ErrorKind::WouldBlock.into()),
+                // Readable, hung up or failed: the next recv says which.
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -184,7 +222,7 @@ impl Client {
     /// it was before the callback layer; for compatibility tests).
     pub fn connect_version(socket: &Path, version: u32) -> Result<Client> {
         let stream = UnixStream::connect(socket)?;
-        let reader = std::io::BufReader::with_capacity(256 << 10, stream.try_clone()?);
+        let reader = std::io::BufReader::with_capacity(256 << 10, ReplyStream(stream.try_clone()?));
         let mut c = Client {
             stream,
             reader,
@@ -609,3 +647,78 @@ pub mod reply {
 mod async_client;
 #[cfg(feature = "async-client")]
 pub use async_client::AsyncClient;
+
+#[cfg(test)]
+mod reply_stream_tests {
+    use super::ReplyStream;
+    use std::io::{ErrorKind, Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// Voluntary context switches of the calling thread so far.
+    fn sleeps() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// A request sent, then a wait for its reply while the peer takes the
+    /// request in and answers later: how many times the waiting thread
+    /// slept while it waited.
+    fn sleeps_waiting(wrap: bool) -> u64 {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let waiter = std::thread::spawn(move || {
+            (&ours).write_all(&[7u8; 4096]).unwrap();
+            let mut rd: Box<dyn Read> = if wrap {
+                Box::new(ReplyStream(ours))
+            } else {
+                Box::new(ours)
+            };
+            let before = sleeps();
+            let mut b = [0u8; 1];
+            rd.read_exact(&mut b).unwrap();
+            assert_eq!(b[0], 9);
+            sleeps() - before
+        });
+        // The waiter is asleep by now; taking its request in frees its
+        // send space (a wakeup of a thread in recv), the reply comes later.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut req = [0u8; 4096];
+        theirs.read_exact(&mut req).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        theirs.write_all(&[9]).unwrap();
+        waiter.join().unwrap()
+    }
+
+    #[test]
+    fn waiting_for_a_reply_is_not_woken_by_the_peer_taking_the_request() {
+        let n = sleeps_waiting(true);
+        // One sleep, until the reply (a blocking recv sleeps twice: it is
+        // woken when the request is taken in, and sleeps again).
+        assert_eq!(n, 1, "the waiter slept {n} times");
+        eprintln!(
+            "(a plain blocking recv slept {} times)",
+            sleeps_waiting(false)
+        );
+    }
+
+    #[test]
+    fn the_socket_read_timeout_still_bounds_a_wait_and_a_hangup_is_the_end() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut rd = ReplyStream(ours);
+        let mut b = [0u8; 8];
+        let e = rd.read(&mut b).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        (&theirs).write_all(b"abc").unwrap();
+        assert_eq!(rd.read(&mut b).unwrap(), 3);
+        assert_eq!(&b[..3], b"abc");
+        drop(theirs);
+        assert_eq!(rd.read(&mut b).unwrap(), 0);
+    }
+}

@@ -67,7 +67,7 @@ impl SharedClient {
     /// Connect to the daemon at `socket` and greet it as `name`.
     pub fn connect(socket: &Path, name: &[u8]) -> Result<SharedClient> {
         let stream = UnixStream::connect(socket)?;
-        let mut rd = BufReader::with_capacity(256 << 10, stream.try_clone()?);
+        let mut rd = BufReader::with_capacity(256 << 10, super::ReplyStream(stream.try_clone()?));
         // The greeting, before the reader thread starts.
         let info = greet(&stream, &mut rd, name, proto::VERSION)?;
         let inner = Arc::new(Inner {
