@@ -133,3 +133,35 @@ fn reads_that_arrive_together_are_submitted_together() {
     assert!(stat(&mut c, "io.max_sqes_per_enter") >= 8);
     assert!(stat(&mut c, "io.sqes_submitted") >= 32 + BLOCKS);
 }
+
+/// A read at queue depth one costs its connection's thread one
+/// io_uring_enter (the submission): its completion is posted by the
+/// thread's own system calls (the poll(2) it sleeps in) and reaped from
+/// the ring without entering the kernel again.
+#[test]
+fn a_read_at_depth_one_enters_the_ring_once() {
+    const READS: u64 = 400;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let d = DaemonProc::start(dir.path(), &config);
+    let mut c = d.client();
+    let k = filled_cookie(&mut c);
+    let before = stat(&mut c, "io.enters");
+    for i in 0..READS {
+        let b = i % BLOCKS;
+        match c.read(k, b * BLOCK, BLOCK as u32).unwrap() {
+            ReadReply::Data(segs) => match &segs[..] {
+                [ReadSegment::Data { data, .. }] => assert!(*data == block(b), "read {i}"),
+                other => panic!("read {i}: {other:?}"),
+            },
+            other => panic!("read {i}: {other:?}"),
+        }
+    }
+    let enters = stat(&mut c, "io.enters") - before;
+    // (Slack for the daemon's own work meanwhile: a checkpoint, say.)
+    assert!(
+        enters <= READS + READS / 10,
+        "{enters} io_uring_enter calls for {READS} reads"
+    );
+    assert!(enters >= READS, "every read was submitted: {enters}");
+}

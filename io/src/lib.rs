@@ -162,6 +162,11 @@ pub(crate) trait Driver: Send + Sync {
     fn drive(&self, cq: &CompletionQueue) -> Drive;
     /// Reap what has completed, without blocking.
     fn poll(&self);
+    /// Reap what has been posted, without blocking or entering the
+    /// kernel (see [`CompletionQueue::poll_posted_into`]).
+    fn poll_posted(&self) {
+        self.poll();
+    }
 }
 
 #[derive(Default)]
@@ -170,6 +175,9 @@ struct CqState {
     /// Bumped by a driver that stopped driving, so that a waiter takes
     /// over (a count, so that no waiter can take another's poke).
     pokes: u64,
+    /// `pokes` when the waker was last disarmed or armed: a poke since
+    /// then was not seen by the waiter (see [`CompletionQueue::arm_waker`]).
+    pokes_seen: u64,
     /// Threads blocked in [`CompletionQueue::wait_into`].
     sleepers: usize,
     /// Engines to drive for this queue's completions: (identity, engine).
@@ -288,11 +296,22 @@ impl CompletionQueue {
     /// or poke calls the waker once and disarms it.
     pub fn arm_waker(&self) -> bool {
         let mut q = self.lock();
-        if !q.done.is_empty() {
+        if !q.done.is_empty() || q.pokes != q.pokes_seen {
+            // (A poke while it was awake and disarmed: it looks again.)
+            q.pokes_seen = q.pokes;
             return false;
         }
         q.armed = q.waker.is_some();
         true
+    }
+
+    /// Awake again after [`CompletionQueue::arm_waker`]: completions need
+    /// not call the waker (the caller looks for them itself before it
+    /// next sleeps, and arms it again then).
+    pub fn disarm_waker(&self) {
+        let mut q = self.lock();
+        q.armed = false;
+        q.pokes_seen = q.pokes;
     }
 
     /// Ask whoever waits on this queue to look again (a driver that stops
@@ -384,6 +403,10 @@ impl CompletionQueue {
     }
 
     fn poll_drivers(&self) {
+        self.poll_drivers_with(|d| d.poll());
+    }
+
+    fn poll_drivers_with(&self, poll: impl Fn(&dyn Driver)) {
         // One at a time, not collected first: no allocation per poll. A
         // driver's poll routes completions to queues, this one included,
         // so the lock is not held across it.
@@ -395,7 +418,7 @@ impl CompletionQueue {
             };
             i += 1;
             if let Some(d) = driver {
-                d.poll();
+                poll(&*d);
             }
         }
     }
@@ -404,6 +427,19 @@ impl CompletionQueue {
     /// the engines have completed first).
     pub fn poll_into(&self, out: &mut Vec<Completion>) {
         self.poll_drivers();
+        out.extend(self.lock().done.drain(..));
+    }
+
+    /// [`CompletionQueue::poll_into`] without entering the kernel to
+    /// post completions: for a thread whose submissions are the ones in
+    /// flight and that has made a system call since they could have
+    /// completed (on the io_uring engine, a completion is posted by work
+    /// queued for its submitter, run when that thread next leaves the
+    /// kernel: the poll(2) it woke from, the recv(2) of a request). A
+    /// thread that sleeps in poll(2) on [`IoEngine::wake_fd`] loses
+    /// nothing by it: with work queued the poll returns at once.
+    pub fn poll_posted_into(&self, out: &mut Vec<Completion>) {
+        self.poll_drivers_with(|d| d.poll_posted());
         out.extend(self.lock().done.drain(..));
     }
 }
@@ -679,9 +715,37 @@ mod waker_tests {
         assert!(cq.arm_waker());
         cq.poke();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The poke is news to the one it woke: it looks once more before
+        // it sleeps again.
+        assert!(!cq.arm_waker());
         // An empty batch is not an arrival.
         assert!(cq.arm_waker());
         cq.push_all(std::iter::empty());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Awake and disarmed, nothing calls the waker (the waiter looks
+    /// itself), and what came meanwhile keeps it from sleeping.
+    #[test]
+    fn a_disarmed_waker_is_not_called_and_arming_sees_what_came_meanwhile() {
+        let cq = CompletionQueue::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        cq.set_waker(Arc::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert!(cq.arm_waker());
+        cq.disarm_waker();
+        cq.push(completion(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "disarmed: no call");
+        assert!(!cq.arm_waker(), "a completion waits: do not sleep");
+        let mut out = Vec::new();
+        cq.poll_into(&mut out);
+        assert!(cq.arm_waker());
+        cq.disarm_waker();
+        cq.poke();
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(!cq.arm_waker(), "a poke while disarmed: look again");
+        assert!(cq.arm_waker());
     }
 }

@@ -404,16 +404,11 @@ impl<R: Ring> Driver for Shared<R> {
     }
 
     fn poll(&self) {
-        let Some(mut reap) = self.try_reap_lock() else {
-            return;
-        };
-        self.driving.store(true, Ordering::SeqCst);
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            // Lets this thread post the completions of what it submitted.
-            self.enter(0);
-        }
-        self.reap_round(&mut reap);
-        self.release(reap);
+        self.poll_entering(true);
+    }
+
+    fn poll_posted(&self) {
+        self.poll_entering(false);
     }
 }
 
@@ -636,6 +631,22 @@ impl<R: Ring> Shared<R> {
 
     fn lock_sq(&self) -> MutexGuard<'_, SqSide> {
         self.sq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reap what has completed without blocking; `enter`: enter the
+    /// kernel first when anything is in flight, so that this thread posts
+    /// the completions of what it submitted (see `Driver::poll_posted`
+    /// for when that is not needed).
+    fn poll_entering(&self, enter: bool) {
+        let Some(mut reap) = self.try_reap_lock() else {
+            return;
+        };
+        self.driving.store(true, Ordering::SeqCst);
+        if enter && self.in_flight.load(Ordering::SeqCst) > 0 {
+            self.enter(0);
+        }
+        self.reap_round(&mut reap);
+        self.release(reap);
     }
 
     fn try_reap_lock(&self) -> Option<MutexGuard<'_, ReapSide>> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::MAX_INFLIGHT;
-use super::frames::{FrameEnd, FrameReader, ReplyWriter, reply_frame};
+use super::frames::{FrameEnd, FrameReader, ReplyWriter, Woke, reply_frame};
 use super::reads::{ConnReads, Finisher};
 use super::server::{Daemon, lock};
 use super::writes::write_len;
@@ -178,14 +178,18 @@ pub(super) fn serve_connection(d: &Daemon, stream: UnixStream) {
             None
         };
         let woke = frames.wait(&d.stop, reads_in_flight < MAX_INFLIGHT, wake.as_fd(), ring);
-        // Whatever woke it, the eventfd is read back to zero.
-        let _ = wake.read();
+        // Awake: what this thread reaps itself needs no eventfd write.
+        reads.cq.disarm_waker();
         match woke {
-            Ok(true) => {}
+            Ok(Woke::Ready { wake: true }) => {
+                // Read back to zero.
+                let _ = wake.read();
+            }
+            Ok(Woke::Ready { wake: false }) => {}
             // Draining, and the client stayed quiet: close once its reads
             // are answered.
-            Ok(false) if in_flight == 0 => break,
-            Ok(false) => {}
+            Ok(Woke::Quiet) if in_flight == 0 => break,
+            Ok(Woke::Quiet) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "poll failed: closing a connection");
                 break;

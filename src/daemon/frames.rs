@@ -36,6 +36,24 @@ pub(super) struct FrameReader {
     /// A read timeout is set on the socket (only while a frame is part
     /// way in).
     pub(super) timeout_set: bool,
+    /// The last read without waiting took less than there was room for:
+    /// the socket had nothing more then. The next frame is not asked of
+    /// the socket (a recv(2) that would find nothing) until [`wait`]
+    /// sees it readable; the caller always waits there before sleeping,
+    /// and that poll(2) returns at once for bytes that came since.
+    ///
+    /// [`wait`]: FrameReader::wait
+    drained: bool,
+}
+
+/// What ended a [`FrameReader::wait`].
+pub(super) enum Woke {
+    /// Something is ready; `wake`: the caller's eventfd among it (to be
+    /// read back to zero).
+    Ready { wake: bool },
+    /// Shutdown began and nothing came for
+    /// [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET).
+    Quiet,
 }
 
 impl FrameReader {
@@ -46,6 +64,7 @@ impl FrameReader {
             start: 0,
             end: 0,
             timeout_set: false,
+            drained: false,
         }
     }
 
@@ -79,8 +98,12 @@ impl FrameReader {
         loop {
             let end = self.end;
             let room = self.buf.get_mut(end..).unwrap_or_default();
+            let room_len = room.len();
             match recv(self.stream.as_raw_fd(), room, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => {
+                    // (0, the end of the stream, is not "drained": it is
+                    // reported now.)
+                    self.drained = n > 0 && n < room_len;
                     self.end += n;
                     return Ok(Some(n));
                 }
@@ -109,15 +132,14 @@ impl FrameReader {
 
     /// Sleep until the socket has bytes (when `socket`; otherwise the
     /// caller does not want more requests yet), `wake` or `ring` poll
-    /// readable, or shutdown begins. `false`: shutdown began and nothing
-    /// came for [`DRAIN_QUIET`](super::lifecycle::DRAIN_QUIET).
+    /// readable, or shutdown begins.
     pub(super) fn wait(
-        &self,
+        &mut self,
         stop: &Stop,
         socket: bool,
         wake: std::os::fd::BorrowedFd<'_>,
         ring: Option<std::os::fd::BorrowedFd<'_>>,
-    ) -> std::io::Result<bool> {
+    ) -> std::io::Result<Woke> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
         let draining = stop.began();
@@ -126,31 +148,50 @@ impl FrameReader {
         } else {
             PollTimeout::NONE
         };
-        let sock = self.stream.as_fd();
-        // The socket when wanted, the shutdown eventfd unless draining (it
-        // stays readable then), the caller's eventfd and ring.
-        let wanted = [
-            socket.then_some(sock),
-            (!draining).then_some(stop.fd()),
-            Some(wake),
-            ring,
-        ];
-        let mut set = wanted.map(|fd| PollFd::new(fd.unwrap_or(sock), PollFlags::POLLIN));
-        let mut used = 0;
-        for (i, fd) in wanted.iter().enumerate() {
-            if fd.is_some() {
-                set.swap(used, i);
-                used += 1;
+        let (ready, sock_ready, wake_ready) = {
+            let sock = self.stream.as_fd();
+            // The socket when wanted, the shutdown eventfd unless draining
+            // (it stays readable then), the caller's eventfd and ring; `at`
+            // says where each wanted one sits in the set.
+            let wanted = [
+                socket.then_some(sock),
+                (!draining).then_some(stop.fd()),
+                Some(wake),
+                ring,
+            ];
+            let mut set = wanted.map(|fd| PollFd::new(fd.unwrap_or(sock), PollFlags::POLLIN));
+            let mut at = [None; 4];
+            let mut used = 0;
+            for (i, fd) in wanted.iter().enumerate() {
+                if fd.is_some() {
+                    set.swap(used, i);
+                    at[i] = Some(used);
+                    used += 1;
+                }
             }
+            let n = loop {
+                match poll(&mut set[..used], timeout) {
+                    Ok(n) => break n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let fired = |i: usize| {
+                at[i]
+                    .and_then(|j| set[j].revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            (n > 0, fired(0), fired(2))
+        };
+        if sock_ready {
+            // Bytes (or a hangup) to take: the next `next_ready` reads.
+            self.drained = false;
         }
-        loop {
-            match poll(&mut set[..used], timeout) {
-                Ok(0) => return Ok(!draining),
-                Ok(_) => return Ok(true),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Ok(if ready || !draining {
+            Woke::Ready { wake: wake_ready }
+        } else {
+            Woke::Quiet
+        })
     }
 
     /// The next frame if one has begun to arrive: whatever the socket has
@@ -173,6 +214,9 @@ impl FrameReader {
                     return Err(FrameEnd::Bad);
                 }
                 self.timeout_set = false;
+            }
+            if self.drained {
+                return Ok(None);
             }
             match self.fill_now() {
                 Ok(Some(0)) | Err(_) => return Err(FrameEnd::Closed),
@@ -238,5 +282,64 @@ impl ReplyWriter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FrameEnd, FrameReader, Woke};
+    use crate::daemon::lifecycle::Stop;
+    use crate::proto::{self, Op};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    fn ping(id: u64) -> Vec<u8> {
+        proto::frame(Op::Ping as u16, id, &[])
+    }
+
+    fn next_id(r: &mut FrameReader) -> Result<Option<u64>, FrameEnd> {
+        r.next_ready().map(|f| f.map(|(h, _)| h.id))
+    }
+
+    /// After a read that emptied the socket, the next frame is not asked
+    /// of it (no recv that would find nothing) until a wait sees it
+    /// readable; that wait returns at once for bytes that came meanwhile,
+    /// and for the peer hanging up.
+    #[test]
+    fn a_drained_socket_is_read_again_after_the_wait_that_sees_it_readable() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut r = FrameReader::new(ours);
+        let stop = Stop::new().unwrap();
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).unwrap();
+        (&theirs).write_all(&[ping(1), ping(2)].concat()).unwrap();
+        assert!(matches!(next_id(&mut r), Ok(Some(1))));
+        assert!(matches!(next_id(&mut r), Ok(Some(2))));
+        (&theirs).write_all(&ping(3)).unwrap();
+        assert!(matches!(next_id(&mut r), Ok(None)), "drained: not read yet");
+        let woke = r.wait(&stop, true, wake.as_fd(), None).unwrap();
+        assert!(matches!(woke, Woke::Ready { wake: false }));
+        assert!(matches!(next_id(&mut r), Ok(Some(3))));
+        drop(theirs);
+        assert!(matches!(next_id(&mut r), Ok(None)));
+        assert!(matches!(
+            r.wait(&stop, true, wake.as_fd(), None).unwrap(),
+            Woke::Ready { .. }
+        ));
+        assert!(matches!(next_id(&mut r), Err(FrameEnd::Closed)));
+    }
+
+    /// The eventfd among what woke the wait is said so (the caller reads
+    /// it back to zero only then).
+    #[test]
+    fn a_wait_says_when_the_eventfd_woke_it() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let mut r = FrameReader::new(ours);
+        let stop = Stop::new().unwrap();
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).unwrap();
+        wake.write(1).unwrap();
+        let woke = r.wait(&stop, true, wake.as_fd(), None).unwrap();
+        assert!(matches!(woke, Woke::Ready { wake: true }));
     }
 }

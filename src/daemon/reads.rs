@@ -238,9 +238,12 @@ impl<'d> Finisher<'d> {
     }
 
     /// Take what completed (without waiting) and answer the reads that are
-    /// whole; send queued events.
+    /// whole; send queued events. (What is posted: the connection's
+    /// thread submitted its reads itself and has made a system call
+    /// since, which posts their completions; see
+    /// `CompletionQueue::poll_posted_into`.)
     pub(super) fn poll(&mut self, d: &'d Daemon, reads: &ConnReads<'d>, out: &ReplyWriter) {
-        reads.cq.poll_into(&mut self.done);
+        reads.cq.poll_posted_into(&mut self.done);
         self.finish(d, reads, out);
     }
 
